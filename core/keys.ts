@@ -1,0 +1,118 @@
+/**
+ * The bucket layout: every object key is built and parsed here, and nowhere else.
+ * Grammar (docs/FORMAT.md, "Bucket layout"):
+ *
+ *   safes/<safe>/safe.json                 the safe's config (format version, owner, encryption)
+ *   safes/<safe>/rp/<rp:010>.json          the manifest that commits recovery point <rp>
+ *   safes/<safe>/map/<rp:010>/<device>.map the block map of <device> in recovery point <rp>
+ *   safes/<safe>/seg/<id:0:2>/<id>.seg     a segment (id = 64 hex digits, SHA-256 of its bytes)
+ *
+ * Zero-padded numbers make LIST order equal recovery-point order.
+ */
+import { BadKeyError } from './errors.ts';
+
+/** Everything the agent uploads lives under this prefix; ingest listens on it. */
+export const SAFES_PREFIX = 'safes/';
+
+const SAFE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const DEVICE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const SEGMENT_ID = /^[0-9a-f]{64}$/;
+const RP_DIGITS = 10;
+export const MAX_RP = 10 ** RP_DIGITS - 1;
+
+export type ParsedKey =
+  | { readonly kind: 'safe-config'; readonly safe: string }
+  | { readonly kind: 'manifest'; readonly safe: string; readonly rp: number }
+  | { readonly kind: 'block-map'; readonly safe: string; readonly rp: number; readonly device: string }
+  | { readonly kind: 'segment'; readonly safe: string; readonly segment: string };
+
+export function isSafeId(s: string): boolean {
+  return SAFE_ID.test(s);
+}
+
+export function isDeviceId(s: string): boolean {
+  return DEVICE_ID.test(s);
+}
+
+export function isSegmentId(s: string): boolean {
+  return SEGMENT_ID.test(s);
+}
+
+function check(ok: boolean, key: string, reason: string): void {
+  if (!ok) throw new BadKeyError(key, reason);
+}
+
+function rpPart(rp: number): string {
+  check(
+    Number.isSafeInteger(rp) && rp >= 1 && rp <= MAX_RP,
+    String(rp),
+    `recovery point must be 1..${MAX_RP}`,
+  );
+  return String(rp).padStart(RP_DIGITS, '0');
+}
+
+function safePrefixChecked(safe: string): string {
+  check(isSafeId(safe), safe, 'safe id must match [a-z0-9][a-z0-9-]{0,62}');
+  return `${SAFES_PREFIX}${safe}/`;
+}
+
+export function safePrefix(safe: string): string {
+  return safePrefixChecked(safe);
+}
+
+export function safeConfigKey(safe: string): string {
+  return `${safePrefixChecked(safe)}safe.json`;
+}
+
+export function manifestPrefix(safe: string): string {
+  return `${safePrefixChecked(safe)}rp/`;
+}
+
+export function manifestKey(safe: string, rp: number): string {
+  return `${manifestPrefix(safe)}${rpPart(rp)}.json`;
+}
+
+export function blockMapKey(safe: string, rp: number, device: string): string {
+  check(isDeviceId(device), device, 'device id must match [a-z0-9][a-z0-9._-]{0,62}');
+  return `${safePrefixChecked(safe)}map/${rpPart(rp)}/${device}.map`;
+}
+
+export function segmentKey(safe: string, segment: string): string {
+  check(isSegmentId(segment), segment, 'segment id must be 64 lowercase hex digits');
+  return `${safePrefixChecked(safe)}seg/${segment.slice(0, 2)}/${segment}.seg`;
+}
+
+function parseRp(key: string, digits: string): number {
+  check(/^[0-9]{10}$/.test(digits), key, 'recovery point must be 10 digits');
+  const rp = Number(digits);
+  check(rp >= 1, key, 'recovery point 0 does not exist');
+  return rp;
+}
+
+/** Parses any key of the layout; throws BadKeyError naming what is wrong. */
+export function parseKey(key: string): ParsedKey {
+  check(key.startsWith(SAFES_PREFIX), key, `not under ${SAFES_PREFIX}`);
+  const parts = key.slice(SAFES_PREFIX.length).split('/');
+  const safe = parts[0] ?? '';
+  check(isSafeId(safe), key, 'bad safe id');
+  const rest = parts.slice(1);
+  if (rest.length === 1 && rest[0] === 'safe.json') return { kind: 'safe-config', safe };
+  if (rest.length === 2 && rest[0] === 'rp') {
+    const m = /^(.*)\.json$/.exec(rest[1] ?? '');
+    check(m !== null, key, 'manifest must end in .json');
+    return { kind: 'manifest', safe, rp: parseRp(key, m![1]!) };
+  }
+  if (rest.length === 3 && rest[0] === 'map') {
+    const rp = parseRp(key, rest[1] ?? '');
+    const m = /^(.*)\.map$/.exec(rest[2] ?? '');
+    check(m !== null && isDeviceId(m[1]!), key, 'block map must be <device>.map');
+    return { kind: 'block-map', safe, rp, device: m![1]! };
+  }
+  if (rest.length === 3 && rest[0] === 'seg') {
+    const m = /^([0-9a-f]{64})\.seg$/.exec(rest[2] ?? '');
+    check(m !== null, key, 'segment must be <64 hex>.seg');
+    check(rest[1] === m![1]!.slice(0, 2), key, 'segment fan-out folder must be the first two hex digits');
+    return { kind: 'segment', safe, segment: m![1]! };
+  }
+  throw new BadKeyError(key, 'not a key of the bucket layout');
+}

@@ -1,0 +1,31 @@
+/**
+ * Safe defaults for the offsite stack, in one place. Props of the constructs default to these;
+ * the infra tests assert the synthesized template carries them.
+ */
+import { Duration } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { SAFES_PREFIX } from '../core/keys.ts';
+
+export const DEFAULTS = {
+  /** Incomplete multipart uploads (an agent killed mid-upload) are aborted after this many days. */
+  abortIncompleteMultipartUploadDays: 2,
+  /** Old object versions (overwritten or deleted) are kept this long before expiring. */
+  noncurrentVersionRetentionDays: 30,
+  /** Lambda log groups keep logs this long. */
+  logRetention: RetentionDays.ONE_MONTH,
+  /** Messages a function fails this many times go to the dead-letter queue. */
+  maxReceiveCount: 5,
+  /** The DLQ keeps messages for the SQS maximum. */
+  dlqRetention: Duration.days(14),
+  /** The ingest function's limits. */
+  ingestTimeout: Duration.seconds(60),
+  ingestMemoryMiB: 512,
+  ingestBatchSize: 10,
+  /** Prefix under which agents upload; only these objects produce ingest events. */
+  safesPrefix: SAFES_PREFIX,
+} as const;
+
+/** AWS recommends a queue visibility timeout of at least six times the function timeout. */
+export function visibilityTimeoutFor(functionTimeout: Duration): Duration {
+  return Duration.seconds(functionTimeout.toSeconds() * 6);
+}

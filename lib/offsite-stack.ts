@@ -1,0 +1,66 @@
+import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Key } from 'aws-cdk-lib/aws-kms';
+import type { Construct } from 'constructs';
+import { CatalogTable } from './constructs/catalog-table.ts';
+import { CdpFunction } from './constructs/cdp-function.ts';
+import { IngestPipeline } from './constructs/ingest-pipeline.ts';
+import { SafesBucket } from './constructs/safes-bucket.ts';
+import { DEFAULTS } from './defaults.ts';
+
+export interface OffsiteStackProps extends StackProps {
+  /**
+   * What happens to the bucket, table and key when the stack is deleted.
+   * @default - RemovalPolicy.RETAIN: backups and their catalog outlive the stack
+   */
+  readonly dataRemovalPolicy?: RemovalPolicy;
+}
+
+/** Names of the stack outputs; the local harness and the agent read these. */
+export const OUTPUTS = {
+  bucket: 'SafesBucketName',
+  table: 'CatalogTableName',
+  queueUrl: 'IngestQueueUrl',
+  dlqUrl: 'IngestDeadLetterQueueUrl',
+  ingestFunction: 'IngestFunctionName',
+  keyArn: 'DataKeyArn',
+} as const;
+
+/** The offsite tier: safes bucket, catalog, ingest pipeline and its function. */
+export class OffsiteStack extends Stack {
+  constructor(scope: Construct, id: string, props: OffsiteStackProps = {}) {
+    super(scope, id, props);
+    const removalPolicy = props.dataRemovalPolicy ?? RemovalPolicy.RETAIN;
+    const key = new Key(this, 'DataKey', {
+      description: 'Encrypts the Disk Safes bucket and the catalog at rest',
+      enableKeyRotation: true,
+      removalPolicy,
+    });
+    const safes = new SafesBucket(this, 'Safes', { encryptionKey: key, removalPolicy });
+    const catalog = new CatalogTable(this, 'Catalog', { encryptionKey: key, removalPolicy });
+    const ingest = new IngestPipeline(this, 'Ingest', {
+      bucket: safes.bucket,
+      keyPrefix: DEFAULTS.safesPrefix,
+      consumerTimeout: DEFAULTS.ingestTimeout,
+    });
+    const ingestFn = new CdpFunction(this, 'IngestFunction', {
+      entry: 'functions/ingest/handler.ts',
+      serviceName: 'cdp-ingest',
+      timeout: DEFAULTS.ingestTimeout,
+      memoryMiB: DEFAULTS.ingestMemoryMiB,
+      environment: {
+        CATALOG_TABLE: catalog.table.tableName,
+        SAFES_BUCKET: safes.bucket.bucketName,
+      },
+    }).fn;
+    catalog.table.grantReadWriteData(ingestFn);
+    safes.bucket.grantRead(ingestFn);
+    ingest.addConsumer(ingestFn, DEFAULTS.ingestBatchSize);
+
+    new CfnOutput(this, OUTPUTS.bucket, { value: safes.bucket.bucketName });
+    new CfnOutput(this, OUTPUTS.table, { value: catalog.table.tableName });
+    new CfnOutput(this, OUTPUTS.queueUrl, { value: ingest.queue.queueUrl });
+    new CfnOutput(this, OUTPUTS.dlqUrl, { value: ingest.deadLetterQueue.queueUrl });
+    new CfnOutput(this, OUTPUTS.ingestFunction, { value: ingestFn.functionName });
+    new CfnOutput(this, OUTPUTS.keyArn, { value: key.keyArn });
+  }
+}

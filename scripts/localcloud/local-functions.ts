@@ -1,0 +1,67 @@
+/**
+ * The stack's functions running locally: one FunctionHost per function (deployed bundle, deployed
+ * environment from GetFunctionConfiguration) and one QueuePoller per SQS event source mapping.
+ */
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { GetFunctionConfigurationCommand } from '@aws-sdk/client-lambda';
+import { cloudClients, cloudEnv } from './clients.ts';
+import type { Deployment } from './deploy.ts';
+import { type BatchOutcome, QueuePoller } from './esm-runner.ts';
+import { FunctionHost } from './function-host.ts';
+
+export interface LocalFunctions {
+  readonly hosts: ReadonlyMap<string, FunctionHost>;
+  readonly pollers: readonly QueuePoller[];
+  /** Polls every mapping until no queue has a visible message; returns the batches processed. */
+  drain(maxRounds?: number): Promise<BatchOutcome[]>;
+  close(): Promise<void>;
+}
+
+export async function startLocalFunctions(
+  d: Deployment,
+  opts: { logDir?: string } = {},
+): Promise<LocalFunctions> {
+  const c = cloudClients(d.profile);
+  const hosts = new Map<string, FunctionHost>();
+  if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
+  for (const f of d.functions) {
+    const cfg = await c.lambda.send(new GetFunctionConfigurationCommand({ FunctionName: f.functionName }));
+    const env = {
+      ...(cfg.Environment?.Variables ?? {}),
+      ...cloudEnv(d.profile),
+      AWS_LAMBDA_FUNCTION_NAME: f.functionName,
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(f.memoryMiB),
+      AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+      AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+      LAMBDA_TASK_ROOT: f.bundleDir,
+      TZ: 'UTC',
+    };
+    const logSink = opts.logDir
+      ? createWriteStream(`${opts.logDir}/${f.logicalId}.log`, { flags: 'a' })
+      : undefined;
+    hosts.set(f.logicalId, new FunctionHost({ ...f, env, logSink }));
+  }
+  const pollers = d.mappings.map((m) => {
+    const host = hosts.get(m.functionLogicalId);
+    if (!host) throw new Error(`mapping ${m.logicalId}: function ${m.functionLogicalId} is not in the stack`);
+    return new QueuePoller(c.sqs, m, (e) => host.invoke(e), d.profile.region);
+  });
+  return {
+    hosts,
+    pollers,
+    async drain(maxRounds = 100) {
+      const out: BatchOutcome[] = [];
+      for (let round = 0; round < maxRounds; round++) {
+        const batch = await Promise.all(pollers.map((p) => p.pollOnce(0)));
+        const busy = batch.filter((b) => b.received > 0);
+        out.push(...busy);
+        if (busy.length === 0) return out;
+      }
+      return out;
+    },
+    async close() {
+      for (const p of pollers) p.stop();
+      await Promise.all([...hosts.values()].map((h) => h.close()));
+    },
+  };
+}
