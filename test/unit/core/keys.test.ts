@@ -1,0 +1,47 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { BadKeyError } from '#core/errors.ts';
+import { blockMapKey, manifestKey, parseKey, safeConfigKey, segmentKey } from '#core/keys.ts';
+
+const safeId = fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const deviceId = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,62}$/);
+const segmentId = fc.stringMatching(/^[0-9a-f]{64}$/);
+const rp = fc.integer({ min: 1, max: 9_999_999_999 });
+
+describe('keys', () => {
+  it('round-trips every kind of key', () => {
+    fc.assert(
+      fc.property(safeId, deviceId, segmentId, rp, (safe, device, segment, n) => {
+        expect(parseKey(safeConfigKey(safe))).toEqual({ kind: 'safe-config', safe });
+        expect(parseKey(manifestKey(safe, n))).toEqual({ kind: 'manifest', safe, rp: n });
+        expect(parseKey(blockMapKey(safe, n, device))).toEqual({ kind: 'block-map', safe, rp: n, device });
+        expect(parseKey(segmentKey(safe, segment))).toEqual({ kind: 'segment', safe, segment });
+      }),
+    );
+  });
+
+  it('orders manifests by recovery point when listed lexicographically', () => {
+    const keys = [1, 2, 10, 99, 100, 12345].map((n) => manifestKey('s', n));
+    expect([...keys].sort()).toEqual(keys);
+  });
+
+  it.each([
+    ['outside the safes prefix', 'other/s/safe.json'],
+    ['path traversal', 'safes/a/../../etc/passwd'],
+    ['upper-case safe id', 'safes/A/safe.json'],
+    ['recovery point 0', 'safes/a/rp/0000000000.json'],
+    ['short recovery point', 'safes/a/rp/12.json'],
+    ['segment in the wrong fan-out folder', `safes/a/seg/00/${'ab'.repeat(32)}.seg`],
+    ['unknown object', 'safes/a/whatever.bin'],
+    ['empty safe id', 'safes//safe.json'],
+  ])('rejects %s', (_, key) => {
+    expect(() => parseKey(key)).toThrow(BadKeyError);
+  });
+
+  it('refuses to build keys from bad parts', () => {
+    expect(() => manifestKey('s', 0)).toThrow(/recovery point/);
+    expect(() => segmentKey('s', 'xyz')).toThrow(/segment id/);
+    expect(() => blockMapKey('s', 1, '../dev')).toThrow(/device id/);
+    expect(() => safeConfigKey('Bad Safe')).toThrow(/safe id/);
+  });
+});
