@@ -43,7 +43,7 @@ function targetLayer(file: string, spec: string): string | undefined {
   return relative(root, resolve(file, '..', spec)).split('/')[0];
 }
 
-export function violations(): string[] {
+function violations(): string[] {
   const out: string[] = [];
   for (const layer of LAYERS) {
     for (const file of files(join(root, layer))) {

@@ -25,6 +25,7 @@ describe('resolve', () => {
     expect(resolve(stack, { 'Fn::Join': ['', [{ 'Fn::GetAtt': ['B', 'Arn'] }, '/*']] })).toBe(
       'arn:aws:s3:::my-bucket/*',
     );
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub syntax, not a JS template
     expect(resolve(stack, { 'Fn::Sub': 'arn:${AWS::Partition}:x:${AWS::Region}:${B}' })).toBe(
       'arn:aws:x:us-east-1:my-bucket',
     );
