@@ -1,0 +1,185 @@
+/**
+ * ObjectStore on a local directory (a primary onsite safe, or a NAS mount). The safe at
+ * `/backups/db1` holds the keys `safes/db1/<rest>` as files `/backups/db1/<rest>`. Writes go to a
+ * temporary file, are fsynced, then renamed (or hard-linked, for putIfAbsent) into place.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  type FileHandle,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+} from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { NotFoundError } from '#core/errors.ts';
+import { safePrefix } from '#core/keys.ts';
+import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
+
+function isNotFound(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException)?.code === 'ENOENT';
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const h = await open(dir, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+export class FsObjectStore implements ObjectStore {
+  readonly location: string;
+  private readonly prefix: string;
+
+  /** `dir` is the safe's directory; `safe` its id. */
+  constructor(dir: string, safe: string) {
+    this.location = dir;
+    this.prefix = safePrefix(safe);
+  }
+
+  private path(key: string): string {
+    if (!key.startsWith(this.prefix)) throw new Error(`key ${key} is not in safe ${this.prefix}`);
+    const rest = key.slice(this.prefix.length);
+    if (rest.split('/').some((p) => p === '..' || p === '.' || p === '')) throw new Error(`bad key ${key}`);
+    return join(this.location, ...rest.split('/'));
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await readFile(this.path(key));
+    } catch (e) {
+      if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
+      throw e;
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    let h: FileHandle;
+    try {
+      h = await open(this.path(key), 'r');
+    } catch (e) {
+      if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
+      throw e;
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await h.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0)
+          throw new Error(`${key}: range ${offset}+${length} is past the end of the object`);
+        got += bytesRead;
+      }
+      return buf;
+    } finally {
+      await h.close();
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const s = await stat(this.path(key));
+      return { key, size: s.size };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  private async writeTemp(key: string, body: Uint8Array): Promise<string> {
+    const final = this.path(key);
+    await mkdir(dirname(final), { recursive: true });
+    const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
+    const h = await open(tmp, 'wx');
+    try {
+      await h.writeFile(body);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    return tmp;
+  }
+
+  async put(key: string, body: Uint8Array): Promise<void> {
+    const tmp = await this.writeTemp(key, body);
+    await rename(tmp, this.path(key));
+    await fsyncDir(dirname(this.path(key)));
+  }
+
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+    const tmp = await this.writeTemp(key, body);
+    try {
+      await link(tmp, this.path(key));
+      await fsyncDir(dirname(this.path(key)));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    } finally {
+      await unlink(tmp);
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    if (!prefix.startsWith(this.prefix)) return [];
+    const out: ObjectInfo[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (e) {
+        if (isNotFound(e)) return;
+        throw e;
+      }
+      for (const n of names) {
+        const p = join(dir, n);
+        const s = await stat(p);
+        if (s.isDirectory()) await walk(p);
+        else if (!n.includes('.tmp-')) {
+          const key = this.prefix + relative(this.location, p).split(sep).join('/');
+          if (key.startsWith(prefix)) out.push({ key, size: s.size });
+        }
+      }
+    };
+    await walk(this.location);
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  openWriter(key: string): ObjectWriter {
+    const final = this.path(key);
+    const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
+    let handle: Promise<FileHandle> | undefined;
+    let size = 0;
+    const h = (): Promise<FileHandle> => {
+      handle ??= mkdir(dirname(final), { recursive: true }).then(() => open(tmp, 'wx'));
+      return handle;
+    };
+    return {
+      async write(chunk) {
+        const fh = await h();
+        await fh.write(chunk);
+        size += chunk.length;
+      },
+      async finish() {
+        const fh = await h();
+        await fh.sync();
+        await fh.close();
+        await rename(tmp, final);
+        await fsyncDir(dirname(final));
+        return { key, size };
+      },
+      async abort() {
+        if (!handle) return;
+        const fh = await handle;
+        await fh.close().catch(() => undefined);
+        await unlink(tmp).catch(() => undefined);
+      },
+    };
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Packs frames into segments of about `targetBytes` and writes each through the ObjectStore.
+ * A finished segment is reported through `onDurable` only once the store says it is durable; the
+ * next segment fills while the previous one is still uploading.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  SEGMENT_HEADER_BYTES,
+  type SegmentEntry,
+  segmentFooter,
+  segmentHeader,
+} from '#core/format/segment.ts';
+import { segmentKey } from '#core/keys.ts';
+import type { ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
+import type { RateLimiter } from './rate-limiter.ts';
+
+export interface DurableSegment {
+  readonly id: string;
+  readonly key: string;
+  readonly bytes: number;
+  readonly entries: readonly SegmentEntry[];
+}
+
+export interface PackerOptions {
+  readonly targetBytes: number;
+  readonly encrypted: boolean;
+  readonly limiter?: RateLimiter;
+  /** Called for each segment once durable (before `close` resolves). */
+  readonly onDurable: (s: DurableSegment) => Promise<void> | void;
+  /** Segments allowed to be finishing (uploading their tail) at once. @default 2 */
+  readonly maxFinishing?: number;
+}
+
+interface Open {
+  readonly id: string;
+  readonly key: string;
+  readonly writer: ObjectWriter;
+  readonly entries: SegmentEntry[];
+  size: number;
+}
+
+export class SegmentPacker {
+  private readonly store: ObjectStore;
+  private readonly safe: string;
+  private readonly opts: PackerOptions;
+  private current: Open | undefined;
+  private finishing: Promise<void>[] = [];
+  readonly durable: DurableSegment[] = [];
+
+  constructor(store: ObjectStore, safe: string, opts: PackerOptions) {
+    this.store = store;
+    this.safe = safe;
+    this.opts = opts;
+  }
+
+  private async write(o: Open, b: Uint8Array): Promise<void> {
+    if (this.opts.limiter) await this.opts.limiter.take(b.length);
+    await o.writer.write(b);
+    o.size += b.length;
+  }
+
+  private async open(): Promise<Open> {
+    const id = randomBytes(32).toString('hex');
+    const key = segmentKey(this.safe, id);
+    const o: Open = { id, key, writer: this.store.openWriter(key), entries: [], size: 0 };
+    await this.write(o, segmentHeader(this.opts.encrypted));
+    return o;
+  }
+
+  /** Adds one frame; returns where it lives (segment id and frame number). */
+  async add(
+    frame: Uint8Array,
+    identity: Uint8Array,
+    plainLength: number,
+  ): Promise<{ segment: string; frame: number }> {
+    this.current ??= await this.open();
+    const o = this.current;
+    const index = o.entries.length;
+    o.entries.push({
+      identity: Buffer.from(identity),
+      offset: o.size,
+      frameLength: frame.length,
+      plainLength,
+    });
+    await this.write(o, frame);
+    if (o.size >= this.opts.targetBytes) await this.rotate();
+    return { segment: o.id, frame: index };
+  }
+
+  private async rotate(): Promise<void> {
+    const o = this.current;
+    this.current = undefined;
+    if (!o) return;
+    const max = this.opts.maxFinishing ?? 2;
+    while (this.finishing.length >= max) await Promise.race(this.finishing);
+    const p = this.finish(o).finally(() => {
+      this.finishing = this.finishing.filter((x) => x !== p);
+    });
+    this.finishing.push(p);
+  }
+
+  private async finish(o: Open): Promise<void> {
+    if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
+    await this.write(o, segmentFooter(o.entries, o.size));
+    const info = await o.writer.finish();
+    const d: DurableSegment = { id: o.id, key: o.key, bytes: info.size, entries: o.entries };
+    this.durable.push(d);
+    await this.opts.onDurable(d);
+  }
+
+  /** Finishes the open segment and waits until every segment is durable. */
+  async close(): Promise<void> {
+    if (this.current && this.current.entries.length > 0) await this.rotate();
+    else if (this.current) {
+      await this.current.writer.abort();
+      this.current = undefined;
+    }
+    await Promise.all(this.finishing);
+  }
+
+  /** Abandons the open segment (nothing of it becomes visible). */
+  async abort(): Promise<void> {
+    await this.current?.writer.abort();
+    this.current = undefined;
+    await Promise.allSettled(this.finishing);
+  }
+}

@@ -1,0 +1,113 @@
+/** `cdp-agent backup`: take one recovery point of one or more devices (a consistency group). */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { CdpError } from '#core/errors.ts';
+import { parseKeyFile } from '#core/format/crypto.ts';
+import { parseDeviceArg } from '../backup/device.ts';
+import { parseRate, RateLimiter } from '../backup/rate-limiter.ts';
+import { runBackup } from '../backup/run-backup.ts';
+import { progressBar } from '../progress.ts';
+import { openSafeLocation } from '../safe-location.ts';
+import { agentIdentity, defaultStateDir, safeStateDir } from '../state/agent-state.ts';
+import { AGENT_VERSION } from '../version.ts';
+
+export interface BackupOptions {
+  readonly safe: string;
+  readonly device: string[];
+  readonly blockSize?: string;
+  readonly encryptKeyFile?: string;
+  readonly preSnapshot?: string;
+  readonly postSnapshot?: string;
+  readonly bwlimit?: string;
+  readonly stateDir?: string;
+  readonly takeOver?: boolean;
+  readonly json?: boolean;
+  readonly workers?: string;
+}
+
+function runHook(cmd: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, { shell: true, stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code, signal) =>
+      code === 0
+        ? resolve()
+        : reject(new CdpError('E_HOOK', `command '${cmd}' failed (${signal ?? `exit ${code}`})`)),
+    );
+  });
+}
+
+function parseSize(s: string): number {
+  const m = /^(\d+)\s*([kKmM]?)(?:i?B)?$/.exec(s.trim());
+  if (!m) throw new CdpError('E_USAGE', `bad size '${s}' (examples: 64k, 64KiB, 65536)`);
+  return Number(m[1]) * ({ '': 1, k: 1024, m: 1024 * 1024 }[m[2]!.toLowerCase() as '' | 'k' | 'm'] ?? 1);
+}
+
+export async function backupCommand(o: BackupOptions): Promise<number> {
+  const loc = openSafeLocation(o.safe);
+  if (loc.warning && !o.json) console.error(`warning: ${loc.warning}`);
+  const stateDir = o.stateDir ?? defaultStateDir();
+  const agent = agentIdentity(stateDir);
+  const bar = progressBar(!o.json);
+  let key: Buffer | undefined;
+  if (o.encryptKeyFile) {
+    try {
+      key = parseKeyFile(readFileSync(o.encryptKeyFile));
+    } catch (e) {
+      throw new CdpError('E_USAGE', `--encrypt-key-file ${o.encryptKeyFile}: ${(e as Error).message}`);
+    }
+  }
+  const t0 = performance.now();
+  try {
+    const r = await runBackup(
+      {
+        store: loc.store,
+        safe: loc.safe,
+        stateDir: safeStateDir(stateDir, loc.store.location),
+        agent: { id: agent.id, version: AGENT_VERSION, host: hostname() },
+        runHook,
+        onProgress: (p) => bar.update(p.device, p.scanned, p.total),
+        log: (m) => {
+          if (!o.json) console.error(m);
+        },
+      },
+      {
+        devices: o.device.map(parseDeviceArg),
+        blockSize: o.blockSize ? parseSize(o.blockSize) : undefined,
+        key,
+        preSnapshot: o.preSnapshot,
+        postSnapshot: o.postSnapshot,
+        limiter: o.bwlimit ? new RateLimiter(parseRate(o.bwlimit)) : undefined,
+        workers: o.workers ? Number(o.workers) : undefined,
+        takeOver: o.takeOver,
+      },
+    );
+    bar.stop();
+    const secs = (performance.now() - t0) / 1000;
+    const s = r.manifest.stats;
+    if (o.json) {
+      console.log(
+        JSON.stringify({
+          safe: loc.store.location,
+          rp: r.rp,
+          parent: r.parent,
+          seconds: secs,
+          stats: s,
+          devices: r.manifest.devices,
+          rebuiltState: r.rebuiltState,
+        }),
+      );
+    } else {
+      const mb = (n: number) => (n / 2 ** 20).toFixed(1);
+      console.log(
+        `RP ${r.rp} committed to ${loc.store.location} (${r.parent ? `incremental on RP ${r.parent}` : 'full'}): ` +
+          `scanned ${mb(s.scannedBytes)} MiB, changed ${mb(s.changedBytes)} MiB, stored ${mb(s.storedBytes)} MiB ` +
+          `in ${secs.toFixed(1)} s (${(s.scannedBytes / 1e6 / secs).toFixed(0)} MB/s)`,
+      );
+    }
+    return 0;
+  } finally {
+    bar.stop();
+  }
+}

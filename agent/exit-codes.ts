@@ -1,0 +1,37 @@
+/** Exit codes of cdp-agent (docs/AGENT.md). */
+export const EXIT = {
+  ok: 0,
+  /** Anything unexpected (a bug, an I/O error the agent cannot classify). */
+  failure: 1,
+  /** Bad command line. */
+  usage: 2,
+  /** A device is unreadable, vanished, or changed size. */
+  device: 3,
+  /** The safe is of another agent, another format version, encrypted with another key, or damaged. */
+  safe: 4,
+  /** Another writer committed the same recovery point first; run again. */
+  conflict: 5,
+  /** The RP was committed but the post-snapshot command failed. */
+  postSnapshot: 6,
+} as const;
+
+export function exitCodeFor(code: string | undefined): number {
+  switch (code) {
+    case 'E_USAGE':
+    case 'E_CONFIG':
+      return EXIT.usage;
+    case 'E_DEVICE':
+      return EXIT.device;
+    case 'E_SAFE_ACCESS':
+    case 'E_SAFE_FORMAT':
+    case 'E_CORRUPT_BLOCK':
+    case 'E_NOT_FOUND':
+      return EXIT.safe;
+    case 'E_CONFLICT':
+      return EXIT.conflict;
+    case 'E_POST_SNAPSHOT':
+      return EXIT.postSnapshot;
+    default:
+      return EXIT.failure;
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * `--safe` names a safe: a directory (`/backups/db1`) or an S3 prefix (`s3://bucket/safes/db1`).
+ * The last path component is the safe id. The offsite stack indexes `s3://<bucket>/safes/<id>`.
+ */
+import { resolve } from 'node:path';
+import { FsObjectStore } from '#adapters/fs-store.ts';
+import { S3ObjectStore } from '#adapters/s3-store.ts';
+import { CdpError } from '#core/errors.ts';
+import { isSafeId, SAFES_PREFIX } from '#core/keys.ts';
+import type { ObjectStore } from '#core/ports/object-store.ts';
+import { makeS3Client } from './clients.ts';
+
+export interface SafeLocation {
+  readonly store: ObjectStore;
+  readonly safe: string;
+  /** Set when an S3 safe is outside `safes/`, where the offsite stack does not look. */
+  readonly warning?: string;
+}
+
+export class SafeLocationError extends CdpError {
+  constructor(arg: string, reason: string) {
+    super(
+      'E_USAGE',
+      `--safe ${arg}: ${reason}`,
+      {},
+      'examples: --safe /backups/db1, --safe s3://my-bucket/safes/db1',
+    );
+  }
+}
+
+export function openSafeLocation(arg: string): SafeLocation {
+  const s3 = /^s3:\/\/([^/]+)\/(.+?)\/*$/.exec(arg);
+  if (arg.startsWith('s3://') && !s3)
+    throw new SafeLocationError(arg, 'needs a bucket and a prefix ending in the safe id');
+  const path = s3 ? s3[2]! : resolve(arg);
+  const safe = path.split('/').filter(Boolean).pop() ?? '';
+  if (!isSafeId(safe))
+    throw new SafeLocationError(arg, `'${safe}' is not a valid safe id (a-z 0-9 -, up to 63)`);
+  if (!s3) return { store: new FsObjectStore(path, safe), safe };
+  const prefix = s3[2]!;
+  const warning =
+    prefix === `${SAFES_PREFIX}${safe}`
+      ? undefined
+      : `the offsite stack only indexes s3://${s3[1]}/${SAFES_PREFIX}${safe}`;
+  return { store: new S3ObjectStore(makeS3Client(), s3[1]!, prefix, safe), safe, warning };
+}

@@ -1,0 +1,106 @@
+/**
+ * The manifest commits a recovery point (docs/FORMAT.md "Manifest"). It is written strictly after
+ * every object it references is durable, never changes afterwards, and an RP exists if and only if
+ * its manifest exists.
+ */
+import { z } from 'zod';
+import { FORMAT_VERSION } from './constants.ts';
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const count = z.number().int().nonnegative();
+
+export const manifestDeviceSchema = z.object({
+  id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+  /** The path the agent read (informational; restores take the id). */
+  source: z.string(),
+  sizeBytes: count,
+  blockSize: count,
+  blockMap: z.object({ key: z.string(), bytes: count, sha256: hex64, extents: count }),
+  /** Blocks whose content differs from the parent RP (all non-zero blocks for a full). */
+  changedBlocks: count,
+  /** Of the changed blocks: now zero (not stored), and already stored in the safe (deduplicated). */
+  zeroBlocks: count,
+  dedupBlocks: count,
+  /** Frame bytes this device added to new segments. */
+  storedBytes: count,
+});
+
+export const manifestSchema = z.object({
+  format: z.literal('cdp-manifest'),
+  version: z.literal(FORMAT_VERSION),
+  safe: z.string(),
+  rp: z.number().int().positive(),
+  parent: z.number().int().positive().nullable(),
+  createdAt: z.string(),
+  agent: z.object({ id: z.string(), version: z.string(), host: z.string() }),
+  encrypted: z.boolean(),
+  devices: z.array(manifestDeviceSchema).min(1),
+  /** Segments written for this RP (dedup may also reference segments of earlier RPs). */
+  segments: z.array(z.object({ id: hex64, key: z.string(), bytes: count, frames: count })),
+  stats: z.object({ scannedBytes: count, changedBytes: count, storedBytes: count, durationMs: count }),
+});
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type ManifestDevice = z.infer<typeof manifestDeviceSchema>;
+
+export class ManifestFormatError extends Error {}
+
+export function encodeManifest(m: Manifest): Buffer {
+  return Buffer.from(`${JSON.stringify(m, null, 1)}\n`);
+}
+
+export function decodeManifest(buf: Uint8Array, where: string): Manifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(buf).toString('utf8'));
+  } catch {
+    throw new ManifestFormatError(`${where}: manifest is not JSON (truncated?)`);
+  }
+  const v = (json as { version?: unknown })?.version;
+  if (typeof v === 'number' && v !== FORMAT_VERSION) {
+    throw new ManifestFormatError(
+      `${where}: manifest format version ${v} is not supported (this agent reads ${FORMAT_VERSION})`,
+    );
+  }
+  const r = manifestSchema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new ManifestFormatError(`${where}: invalid manifest at ${i?.path.join('.')}: ${i?.message}`);
+  }
+  return r.data;
+}
+
+export const safeConfigSchema = z.object({
+  format: z.literal('cdp-safe'),
+  version: z.literal(FORMAT_VERSION),
+  safe: z.string(),
+  createdAt: z.string(),
+  /** The agent that owns the safe; another agent refuses to write to it. */
+  owner: z.string(),
+  encryption: z
+    .object({ alg: z.literal('aes-256-gcm+hmac-sha256'), salt: z.string(), keyCheck: z.string() })
+    .nullable(),
+});
+
+export type SafeConfig = z.infer<typeof safeConfigSchema>;
+
+export function decodeSafeConfig(buf: Uint8Array, where: string): SafeConfig {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(buf).toString('utf8'));
+  } catch {
+    throw new ManifestFormatError(`${where}: safe.json is not JSON`);
+  }
+  const v = (json as { version?: unknown })?.version;
+  if (typeof v === 'number' && v !== FORMAT_VERSION) {
+    throw new ManifestFormatError(
+      `${where}: safe format version ${v} is not supported (this agent knows ${FORMAT_VERSION})`,
+    );
+  }
+  const r = safeConfigSchema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new ManifestFormatError(`${where}: invalid safe.json at ${i?.path.join('.')}: ${i?.message}`);
+  }
+  return r.data;
+}

@@ -1,0 +1,35 @@
+/**
+ * Port: where a Disk Safe's objects live (a local directory or an S3 prefix). Keys are the full
+ * layout keys of core/keys.ts; an adapter maps them to its location.
+ *
+ * Contract (test/contract/object-store.contract.ts runs it against every adapter):
+ * - `get`, `getRange`: NotFoundError when the key does not exist; `getRange` past the end is an error.
+ * - `head`: undefined when the key does not exist.
+ * - `put`: durable when it resolves; replaces an existing object.
+ * - `putIfAbsent`: atomic create; resolves false, changing nothing, when the key already exists.
+ * - `list`: every key under the prefix, in key (byte) order.
+ * - `openWriter`: streams one large object; it becomes visible only when `finish` resolves
+ *   (durable), never partially; `abort` leaves nothing visible.
+ */
+export interface ObjectInfo {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface ObjectWriter {
+  write(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<ObjectInfo>;
+  abort(): Promise<void>;
+}
+
+export interface ObjectStore {
+  /** Where the store is, for messages (`/backups/db1`, `s3://bucket/safes/db1`). */
+  readonly location: string;
+  get(key: string): Promise<Buffer>;
+  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  put(key: string, body: Uint8Array): Promise<void>;
+  putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;
+  list(prefix: string): Promise<ObjectInfo[]>;
+  openWriter(key: string): ObjectWriter;
+}
