@@ -96,6 +96,7 @@ export class SegmentPacker {
     const p = this.finish(o).finally(() => {
       this.finishing = this.finishing.filter((x) => x !== p);
     });
+    p.catch(() => undefined); // surfaced by close() or the next rotate(); never unhandled
     this.finishing.push(p);
   }
 

@@ -1,0 +1,56 @@
+/** Our agent as a child process: `cdp-agent backup --json`, measured like restic. */
+import { join } from 'node:path';
+import { check, runMeasured } from './measure.ts';
+
+export const repoRoot = join(import.meta.dirname, '..');
+const AGENT = join(repoRoot, 'agent', 'bin', 'cdp-agent.ts');
+
+/** Where a tool stores its backups, and how big that currently is. */
+export interface Store {
+  readonly describe: string;
+  bytes(): Promise<number>;
+}
+
+export interface Measurement {
+  readonly seconds: number;
+  /** Image bytes / wall seconds, decimal MB. */
+  readonly mbps: number;
+  /** Growth of the safe / repository caused by this run. */
+  readonly storedBytes: number;
+  readonly peakRssMiB: number | undefined;
+  /** What the tool itself reported (agent --json line, restic summary). */
+  readonly reported: unknown;
+}
+
+export interface OursTarget {
+  /** The --safe argument. */
+  readonly safe: string;
+  readonly stateDir: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly store: Store;
+}
+
+export async function oursBackup(t: OursTarget, image: string, imageBytes: number): Promise<Measurement> {
+  const before = await t.store.bytes();
+  const r = await runMeasured(
+    process.execPath,
+    [AGENT, 'backup', '--safe', t.safe, '--device', image, '--state-dir', t.stateDir, '--json'],
+    { cwd: repoRoot, env: { ...process.env, ...t.env } },
+  );
+  check(r, 'cdp-agent backup');
+  const after = await t.store.bytes();
+  let reported: unknown;
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    reported = JSON.parse(line);
+  } catch {
+    throw new Error(`cdp-agent backup printed no JSON result: ${r.stdout.slice(-300)}`);
+  }
+  return {
+    seconds: r.seconds,
+    mbps: imageBytes / 1e6 / r.seconds,
+    storedBytes: after - before,
+    peakRssMiB: r.peakRssMiB,
+    reported,
+  };
+}
