@@ -69,8 +69,8 @@ export function runMeasured(cmd: string, args: string[], o: RunOptions = {}): Pr
   });
   const out = tail();
   const err = tail();
-  child.stdout.on('data', (b: Buffer) => out.push(b));
-  child.stderr.on('data', (b: Buffer) => err.push(b));
+  child.stdout!.on('data', (b: Buffer) => out.push(b));
+  child.stderr!.on('data', (b: Buffer) => err.push(b));
   let polled: number | undefined;
   const poll = hasTime
     ? undefined

@@ -32,6 +32,7 @@ program
   .option('--state-dir <dir>', 'agent state (default $CDP_AGENT_STATE or ~/.local/state/cdp-agent)')
   .option('--take-over', 'write to a safe created by another agent id')
   .option('--workers <n>', 'scan worker threads (default: one per core)')
+  .option('--segment-size <size>', 'close segments at about this size (default 32M)')
   .option('--json', 'print the result as JSON')
   .action(async (o) => {
     process.exitCode = await backupCommand(o);

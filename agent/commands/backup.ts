@@ -24,6 +24,7 @@ export interface BackupOptions {
   readonly takeOver?: boolean;
   readonly json?: boolean;
   readonly workers?: string;
+  readonly segmentSize?: string;
 }
 
 function runHook(cmd: string): Promise<void> {
@@ -39,9 +40,9 @@ function runHook(cmd: string): Promise<void> {
 }
 
 function parseSize(s: string): number {
-  const m = /^(\d+)\s*([kKmM]?)(?:i?B)?$/.exec(s.trim());
-  if (!m) throw new CdpError('E_USAGE', `bad size '${s}' (examples: 64k, 64KiB, 65536)`);
-  return Number(m[1]) * ({ '': 1, k: 1024, m: 1024 * 1024 }[m[2]!.toLowerCase() as '' | 'k' | 'm'] ?? 1);
+  const m = /^(\d+)\s*([kKmMgG]?)(?:i?B)?$/.exec(s.trim());
+  if (!m) throw new CdpError('E_USAGE', `bad size '${s}' (examples: 64k, 64KiB, 65536, 32M)`);
+  return Number(m[1]) * { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
 }
 
 export async function backupCommand(o: BackupOptions): Promise<number> {
@@ -80,6 +81,7 @@ export async function backupCommand(o: BackupOptions): Promise<number> {
         postSnapshot: o.postSnapshot,
         limiter: o.bwlimit ? new RateLimiter(parseRate(o.bwlimit)) : undefined,
         workers: o.workers ? Number(o.workers) : undefined,
+        segmentBytes: o.segmentSize ? parseSize(o.segmentSize) : undefined,
         takeOver: o.takeOver,
       },
     );

@@ -1,0 +1,213 @@
+/**
+ * `npm run bench`: our agent against restic on one deterministic image, full then incremental
+ * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto).
+ * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes).
+ */
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
+import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
+import { dirBytes, MiB, s3Bytes } from './measure.ts';
+import { type Measurement, type OursTarget, oursBackup, repoRoot } from './ours.ts';
+import { type Outcome, printReport, type Row } from './report.ts';
+import { ensureRestic, type ResticTarget, resticBackup, resticInit } from './restic.ts';
+
+const { values: flags } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '2048' },
+    seed: { type: 'string', default: '1' },
+    'skip-s3': { type: 'boolean', default: false },
+    only: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const sizeMiB = Number(flags['size-mib']);
+const seed = Number(flags.seed);
+if (!Number.isInteger(sizeMiB) || sizeMiB < 16) throw new Error('--size-mib must be an integer >= 16');
+if (flags.only && flags.only !== 'ours' && flags.only !== 'restic') throw new Error('--only ours|restic');
+const runOurs = flags.only !== 'restic';
+const runRestic = flags.only !== 'ours';
+const MUTATE_PERCENT = 1;
+const MUTATE_SEED = 7;
+
+const log = (m: string) => console.error(`[bench] ${m}`);
+const benchDir = import.meta.dirname;
+const workDir = join(benchDir, 'work');
+const runDir = join(workDir, 'run');
+
+/** The cached image for (size, seed), generated on first use. */
+function cachedImage(): { path: string; info: ImageInfo | undefined } {
+  const dir = join(workDir, 'images');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `disk-${sizeMiB}m-seed${seed}.img`);
+  if (existsSync(path) && existsSync(`${path}.map`) && statSync(path).size === sizeMiB * 2 ** 20) {
+    log(`reusing cached image ${path}`);
+    return { path, info: undefined };
+  }
+  log(`generating ${sizeMiB} MiB image (seed ${seed}) -> ${path}`);
+  const t0 = performance.now();
+  const tmp = `${path}.tmp`;
+  const info = makeImage(sizeMiB, tmp, seed);
+  renameSync(`${tmp}.map`, `${path}.map`);
+  renameSync(tmp, path);
+  const pct = (n: number) => ((n / info.bytes) * 100).toFixed(1);
+  log(
+    `image ready in ${((performance.now() - t0) / 1000).toFixed(1)} s: zero ${pct(info.zero)}%, ` +
+      `text ${pct(info.text)}%, random ${pct(info.random)}% (corpus sha256[:16] ${info.corpusSha16})`,
+  );
+  return { path, info };
+}
+
+async function attempt(what: string, f: () => Promise<Measurement>): Promise<Outcome> {
+  log(`${what} ...`);
+  try {
+    const m = await f();
+    const rss = m.peakRssMiB === undefined ? '?' : m.peakRssMiB.toFixed(0);
+    log(
+      `${what}: ${m.seconds.toFixed(2)} s, ${m.mbps.toFixed(0)} MB/s, stored ${MiB(m.storedBytes).toFixed(1)} MiB, peak RSS ${rss} MiB`,
+    );
+    return m;
+  } catch (e) {
+    const error = (e as Error).message;
+    log(`${what}: ERROR ${error}`);
+    return { error };
+  }
+}
+
+interface Target {
+  readonly name: 'local' | 'S3';
+  readonly ours: OursTarget;
+  readonly restic: ResticTarget;
+  resticInitError?: string;
+}
+
+async function main(): Promise<void> {
+  const resticVersion = runRestic ? ensureRestic(log) : undefined;
+  if (resticVersion) log(resticVersion);
+  rmSync(runDir, { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  const img = cachedImage();
+  const disk = join(runDir, 'disk.img');
+  copyFileSync(img.path, disk);
+  const imageBytes = statSync(disk).size;
+
+  const local = join(runDir, 'local');
+  const targets: Target[] = [
+    {
+      name: 'local',
+      ours: {
+        safe: join(local, 'safes', 'b1'),
+        stateDir: join(local, 'state'),
+        env: {},
+        store: { describe: 'dir', bytes: async () => dirBytes(join(local, 'safes', 'b1')) },
+      },
+      restic: {
+        repo: join(local, 'restic'),
+        env: {},
+        cacheDir: join(local, 'restic-cache'),
+        options: [],
+        store: { describe: 'dir', bytes: async () => dirBytes(join(local, 'restic')) },
+      },
+    },
+  ];
+  let moto: Awaited<ReturnType<typeof startMoto>> | undefined;
+  const rows: Row[] = [];
+  let mutation: MutationInfo | undefined;
+  try {
+    if (!flags['skip-s3']) {
+      log('starting moto (embedded S3)');
+      moto = await startMoto();
+      const creds = { accessKeyId: 'test', secretAccessKey: 'test' };
+      const s3 = new S3Client({
+        endpoint: moto.endpoint,
+        region: 'us-east-1',
+        credentials: creds,
+        forcePathStyle: true,
+      });
+      for (const b of ['bench-ours', 'bench-restic']) await s3.send(new CreateBucketCommand({ Bucket: b }));
+      const awsEnv = {
+        AWS_ENDPOINT_URL: moto.endpoint,
+        AWS_ACCESS_KEY_ID: 'test',
+        AWS_SECRET_ACCESS_KEY: 'test',
+        AWS_REGION: 'us-east-1',
+        AWS_DEFAULT_REGION: 'us-east-1',
+      };
+      const s3dir = join(runDir, 's3');
+      targets.push({
+        name: 'S3',
+        ours: {
+          safe: 's3://bench-ours/safes/b1',
+          stateDir: join(s3dir, 'state'),
+          env: awsEnv,
+          store: { describe: 's3', bytes: () => s3Bytes(s3, 'bench-ours', 'safes/b1/') },
+        },
+        restic: {
+          repo: `s3:${moto.endpoint}/bench-restic/restic`,
+          env: awsEnv,
+          cacheDir: join(s3dir, 'restic-cache'),
+          options: ['-o', 's3.region=us-east-1'],
+          store: { describe: 's3', bytes: () => s3Bytes(s3, 'bench-restic', 'restic/') },
+        },
+      });
+    }
+    for (const t of targets) {
+      if (!runRestic) continue;
+      try {
+        log(`restic init (${t.name})`);
+        resticInit(t.restic);
+      } catch (e) {
+        t.resticInitError = (e as Error).message;
+        log(`restic ${t.name}: ${t.resticInitError}`);
+      }
+    }
+    const phase = async (kind: 'full' | 'incr') => {
+      for (const t of targets) {
+        const ours = runOurs
+          ? await attempt(`ours ${kind} ${t.name}`, () => oursBackup(t.ours, disk, imageBytes))
+          : undefined;
+        const restic = !runRestic
+          ? undefined
+          : t.resticInitError
+            ? { error: t.resticInitError }
+            : await attempt(`restic ${kind} ${t.name}`, () => resticBackup(t.restic, disk, imageBytes));
+        rows.push({ label: `${kind} ${t.name}`, kind, target: t.name, ours, restic });
+      }
+    };
+    await phase('full');
+    log(`mutating ${MUTATE_PERCENT}% of the image (seed ${MUTATE_SEED})`);
+    mutation = mutateImage(disk, MUTATE_PERCENT, MUTATE_SEED);
+    log(
+      `mutated: ${mutation.writes} writes, ${MiB(mutation.distinctBytes).toFixed(1)} MiB distinct; dirty MiB by block size: ` +
+        Object.entries(mutation.dirtyMiB)
+          .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+          .join(', '),
+    );
+    await phase('incr');
+  } finally {
+    if (moto) await stopMoto(moto.pid);
+    if (!flags.keep) rmSync(runDir, { recursive: true, force: true });
+  }
+
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    restic: resticVersion,
+    sizeMiB,
+    seed,
+    imageBytes,
+    image: img.info,
+    mutation: { percent: MUTATE_PERCENT, seed: MUTATE_SEED, ...mutation },
+  };
+  const results = printReport(rows, sizeMiB);
+  mkdirSync(join(benchDir, 'results'), { recursive: true });
+  const out = join(benchDir, 'results', 'latest.json');
+  writeFileSync(out, `${JSON.stringify({ ...meta, rows, targets: results }, null, 2)}\n`);
+  log(`results written to ${out.replace(`${repoRoot}/`, '')}`);
+}
+
+await main();

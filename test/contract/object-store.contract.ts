@@ -1,0 +1,61 @@
+/** The ObjectStore contract (core/ports/object-store.ts), run against every adapter. */
+import { describe, expect, it } from 'vitest';
+import { NotFoundError } from '#core/errors.ts';
+import { manifestKey, manifestPrefix, safeConfigKey, segmentKey } from '#core/keys.ts';
+import type { ObjectStore } from '#core/ports/object-store.ts';
+
+export const SAFE = 'contract-safe';
+const seg = (c: string) => segmentKey(SAFE, c.repeat(64));
+
+export function objectStoreContract(name: string, make: () => Promise<ObjectStore>): void {
+  describe(`ObjectStore contract: ${name}`, () => {
+    it('get/head/getRange of a missing key: NotFoundError or undefined', async () => {
+      const s = await make();
+      await expect(s.get(safeConfigKey(SAFE))).rejects.toBeInstanceOf(NotFoundError);
+      await expect(s.getRange(safeConfigKey(SAFE), 0, 1)).rejects.toBeInstanceOf(NotFoundError);
+      expect(await s.head(safeConfigKey(SAFE))).toBeUndefined();
+    });
+
+    it('put then get, head and ranged reads', async () => {
+      const s = await make();
+      const body = Buffer.from('0123456789abcdef');
+      await s.put(safeConfigKey(SAFE), body);
+      expect(await s.get(safeConfigKey(SAFE))).toEqual(body);
+      expect(await s.head(safeConfigKey(SAFE))).toEqual({ key: safeConfigKey(SAFE), size: 16 });
+      expect((await s.getRange(safeConfigKey(SAFE), 10, 4)).toString()).toBe('abcd');
+      await expect(s.getRange(safeConfigKey(SAFE), 14, 10)).rejects.toThrow();
+    });
+
+    it('putIfAbsent creates once and never overwrites', async () => {
+      const s = await make();
+      expect(await s.putIfAbsent(manifestKey(SAFE, 1), Buffer.from('first'))).toBe(true);
+      expect(await s.putIfAbsent(manifestKey(SAFE, 1), Buffer.from('second'))).toBe(false);
+      expect((await s.get(manifestKey(SAFE, 1))).toString()).toBe('first');
+    });
+
+    it('lists keys under a prefix in key order', async () => {
+      const s = await make();
+      for (const rp of [10, 2, 1]) await s.put(manifestKey(SAFE, rp), Buffer.from('x'));
+      await s.put(seg('a'), Buffer.from('y'));
+      const listed = await s.list(manifestPrefix(SAFE));
+      expect(listed.map((o) => o.key)).toEqual([1, 2, 10].map((rp) => manifestKey(SAFE, rp)));
+      expect(await s.list(manifestPrefix('another-safe'))).toEqual([]);
+    });
+
+    it('a streamed object is invisible until finished, and never after abort', async () => {
+      const s = await make();
+      const w = s.openWriter(seg('b'));
+      const parts = [Buffer.alloc(3 * 1024 * 1024, 1), Buffer.alloc(6 * 1024 * 1024, 2), Buffer.from('tail')];
+      for (const p of parts) await w.write(p);
+      expect(await s.head(seg('b'))).toBeUndefined();
+      const info = await w.finish();
+      expect(info.size).toBe(9 * 1024 * 1024 + 4);
+      expect(await s.get(seg('b'))).toEqual(Buffer.concat(parts));
+      const a = s.openWriter(seg('c'));
+      await a.write(Buffer.from('partial'));
+      await a.abort();
+      expect(await s.head(seg('c'))).toBeUndefined();
+      expect((await s.list(`${seg('c').slice(0, -70)}`)).map((o) => o.key)).not.toContain(seg('c'));
+    });
+  });
+}

@@ -1,0 +1,52 @@
+/**
+ * The real agent killed with SIGKILL at random moments: no partial RP ever becomes visible, and the
+ * next run resumes, referencing the segments already durable instead of uploading them again.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { FsObjectStore } from '#adapters/fs-store.ts';
+import { safePrefix } from '#core/keys.ts';
+import { SafeReader } from '#core/safe-reader.ts';
+import { agent, startAgent } from '../support/agent-cli.ts';
+import { readImage, sha256 } from '../support/read-image.ts';
+
+const MiB = 1024 * 1024;
+
+describe('cdp-agent backup killed with SIGKILL', () => {
+  it('shows no partial RP and resumes without re-uploading durable segments', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kill-'));
+    const img = Buffer.concat([randomBytes(40 * MiB), Buffer.alloc(8 * MiB)]);
+    const dev = join(root, 'disk.img');
+    writeFileSync(dev, img);
+    const safeDir = join(root, 'safes', 'killed');
+    const args = ['backup', '--safe', safeDir, '--device', dev, '--state-dir', join(root, 'state'), '--segment-size', '2M', '--bwlimit', '16M', '--json'];
+    const store = new FsObjectStore(safeDir, 'killed');
+    const segBytes = async () => (await store.list(`${safePrefix('killed')}seg/`)).reduce((a, o) => a + o.size, 0);
+    let kills = 0;
+    for (const delayMs of [500 + Math.random() * 300, 900 + Math.random() * 300, 1300 + Math.random() * 300]) {
+      const run = startAgent(args);
+      await sleep(delayMs);
+      run.child.kill('SIGKILL');
+      const r = await run.done;
+      if (r.signal === 'SIGKILL') {
+        kills++;
+        expect(await new SafeReader(store, 'killed').listRps()).toEqual([]);
+      }
+    }
+    expect(kills).toBeGreaterThan(0);
+    const durable = await segBytes();
+    const done = await agent(args);
+    expect(done.code, done.stderr).toBe(0);
+    const out = JSON.parse(done.stdout);
+    expect(out.rp).toBe(1);
+    // the finishing run stored only what was not durable yet: one copy of the data in all
+    expect(out.stats.storedBytes).toBeLessThanOrEqual(40 * MiB + 64 * 1024 - durable + 2 * MiB);
+    expect(await segBytes()).toBeLessThan(40 * MiB + 3 * MiB);
+    expect(sha256(await readImage(new SafeReader(store, 'killed'), 1, 'disk.img'))).toBe(sha256(img));
+    rmSync(root, { recursive: true, force: true });
+  });
+});
