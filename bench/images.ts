@@ -5,7 +5,17 @@
  * Same approach and proportions as the shell scripts, not the same bytes (different PRNG).
  */
 import { createCipheriv, createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 
@@ -68,18 +78,12 @@ export function keystream(label: string, seed: number): (n: number) => Buffer {
 const SKIP_EXT = /\.(png|jpg|gif|ico|pdf|woff2?|ttf|svgz|bz2|xz|zip)$/;
 const isBinary = (b: Buffer) => b.subarray(0, 32 * KiB).includes(0);
 
-function listFiles(dir: string, out: string[]): void {
-  let entries: import('node:fs').Dirent[];
-  try {
-    entries = readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  for (const e of entries) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) listFiles(p, out);
-    else if (e.isFile()) out.push(p);
-  }
+/** Regular files under `dir`, recursively (symlinks skipped, like `find -type f`). */
+function listFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name));
 }
 
 export interface Corpus {
@@ -95,8 +99,7 @@ let corpusCache: Corpus | undefined;
 /** Text files of /usr/share/doc and /usr/share/common-licenses, .gz decompressed, binaries skipped. */
 export function loadCorpus(): Corpus {
   if (corpusCache) return corpusCache;
-  const files: string[] = [];
-  for (const d of ['/usr/share/doc', '/usr/share/common-licenses']) listFiles(d, files);
+  const files = ['/usr/share/doc', '/usr/share/common-licenses'].flatMap(listFiles);
   files.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
   const parts: Buffer[] = [];
   for (const f of files) {
@@ -228,22 +231,13 @@ export function makeImage(sizeMiB: number, path: string, seed: number): ImageInf
   } finally {
     closeSync(fd);
   }
-  writeFileText(`${path}.map`, `${map.join('\n')}\n`);
+  writeFileSync(`${path}.map`, `${map.join('\n')}\n`);
   return { bytes: total, ...stats, corpusSha16: corpus.sha16 };
 }
 
 function writeAll(fd: number, b: Buffer, pos: number): void {
   let done = 0;
   while (done < b.length) done += writeSync(fd, b, done, b.length - done, pos + done);
-}
-
-function writeFileText(path: string, s: string): void {
-  const fd = openSync(path, 'w');
-  try {
-    writeAll(fd, Buffer.from(s), 0);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 export interface MutationInfo {

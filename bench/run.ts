@@ -66,8 +66,10 @@ async function attempt(what: string, f: () => Promise<Measurement>): Promise<Out
   try {
     const m = await f();
     const rss = m.peakRssMiB === undefined ? '?' : m.peakRssMiB.toFixed(0);
+    const self = (m.reported as { seconds?: unknown } | undefined)?.seconds;
     log(
-      `${what}: ${m.seconds.toFixed(2)} s, ${m.mbps.toFixed(0)} MB/s, stored ${MiB(m.storedBytes).toFixed(1)} MiB, peak RSS ${rss} MiB`,
+      `${what}: ${m.seconds.toFixed(2)} s, ${m.mbps.toFixed(0)} MB/s, stored ${MiB(m.storedBytes).toFixed(1)} MiB, ` +
+        `peak RSS ${rss} MiB${typeof self === 'number' ? ` (self-reported ${self.toFixed(2)} s)` : ''}`,
     );
     return m;
   } catch (e) {
@@ -203,6 +205,8 @@ async function main(): Promise<void> {
     image: img.info,
     mutation: { percent: MUTATE_PERCENT, seed: MUTATE_SEED, ...mutation },
   };
+  const order = (r: Row) => (r.target === 'local' ? 0 : 2) + (r.kind === 'full' ? 0 : 1);
+  rows.sort((a, b) => order(a) - order(b));
   const results = printReport(rows, sizeMiB);
   mkdirSync(join(benchDir, 'results'), { recursive: true });
   const out = join(benchDir, 'results', 'latest.json');

@@ -42,7 +42,9 @@ function runHook(cmd: string): Promise<void> {
 function parseSize(s: string): number {
   const m = /^(\d+)\s*([kKmMgG]?)(?:i?B)?$/.exec(s.trim());
   if (!m) throw new CdpError('E_USAGE', `bad size '${s}' (examples: 64k, 64KiB, 65536, 32M)`);
-  return Number(m[1]) * { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return (
+    Number(m[1]) * { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g']
+  );
 }
 
 export async function backupCommand(o: BackupOptions): Promise<number> {

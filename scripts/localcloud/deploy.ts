@@ -15,7 +15,7 @@ import {
   type Stack,
   UpdateStackCommand,
 } from '@aws-sdk/client-cloudformation';
-import { DeleteEventSourceMappingCommand } from '@aws-sdk/client-lambda';
+import { DeleteEventSourceMappingCommand, UpdateEventSourceMappingCommand } from '@aws-sdk/client-lambda';
 import { PutParameterCommand } from '@aws-sdk/client-ssm';
 import { placeholders, publishAssets } from './assets.ts';
 import { type CloudClients, cloudClients } from './clients.ts';
@@ -216,10 +216,13 @@ export async function deployLocal(
   });
   const mappings = localMappings(s, stack);
   if (profile.runsLambdaLocally) {
+    // moto's SQS keeps its own reference to a mapping after DeleteEventSourceMapping and goes on
+    // consuming messages through it (deleting them); disabling first switches that reference off.
     for (const m of mappings) {
       const uuid = stack.physical[m.logicalId];
-      if (uuid)
-        await c.lambda.send(new DeleteEventSourceMappingCommand({ UUID: uuid })).catch(() => undefined);
+      if (!uuid) continue;
+      await c.lambda.send(new UpdateEventSourceMappingCommand({ UUID: uuid, Enabled: false }));
+      await c.lambda.send(new DeleteEventSourceMappingCommand({ UUID: uuid }));
     }
   }
   const outputs = Object.fromEntries((deployed.Outputs ?? []).map((o) => [o.OutputKey!, o.OutputValue!]));

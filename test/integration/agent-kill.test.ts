@@ -23,11 +23,29 @@ describe('cdp-agent backup killed with SIGKILL', () => {
     const dev = join(root, 'disk.img');
     writeFileSync(dev, img);
     const safeDir = join(root, 'safes', 'killed');
-    const args = ['backup', '--safe', safeDir, '--device', dev, '--state-dir', join(root, 'state'), '--segment-size', '2M', '--bwlimit', '16M', '--json'];
+    const args = [
+      'backup',
+      '--safe',
+      safeDir,
+      '--device',
+      dev,
+      '--state-dir',
+      join(root, 'state'),
+      '--segment-size',
+      '2M',
+      '--bwlimit',
+      '16M',
+      '--json',
+    ];
     const store = new FsObjectStore(safeDir, 'killed');
-    const segBytes = async () => (await store.list(`${safePrefix('killed')}seg/`)).reduce((a, o) => a + o.size, 0);
+    const segBytes = async () =>
+      (await store.list(`${safePrefix('killed')}seg/`)).reduce((a, o) => a + o.size, 0);
     let kills = 0;
-    for (const delayMs of [500 + Math.random() * 300, 900 + Math.random() * 300, 1300 + Math.random() * 300]) {
+    for (const delayMs of [
+      500 + Math.random() * 300,
+      900 + Math.random() * 300,
+      1300 + Math.random() * 300,
+    ]) {
       const run = startAgent(args);
       await sleep(delayMs);
       run.child.kill('SIGKILL');

@@ -9,5 +9,8 @@ let n = 0;
 objectStoreContract('S3 (moto)', async () => {
   const bucket = `contract-${++n}`;
   await cloud.clients.s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  return new S3ObjectStore(cloud.clients.s3, bucket, `safes/${SAFE}`, SAFE, { partSize: 5 * 1024 * 1024, queueSize: 2 });
+  return new S3ObjectStore(cloud.clients.s3, bucket, `safes/${SAFE}`, SAFE, {
+    partSize: 5 * 1024 * 1024,
+    queueSize: 2,
+  });
 });

@@ -5,7 +5,10 @@ import { expect, it } from 'vitest';
 import { FsObjectStore } from '#adapters/fs-store.ts';
 import { objectStoreContract, SAFE } from '../../contract/object-store.contract.ts';
 
-objectStoreContract('directory', async () => new FsObjectStore(mkdtempSync(join(tmpdir(), 'fs-store-')), SAFE));
+objectStoreContract(
+  'directory',
+  async () => new FsObjectStore(mkdtempSync(join(tmpdir(), 'fs-store-')), SAFE),
+);
 
 it('refuses keys that would escape the safe directory', async () => {
   const s = new FsObjectStore(mkdtempSync(join(tmpdir(), 'fs-store-')), SAFE);

@@ -36,14 +36,18 @@ describe('backup refuses bad input', () => {
   it('names a device whose size changed since the last RP, committing nothing', async () => {
     await h.backup({ devices: [dev], blockSize: BS });
     truncateSync(dev.path, 8 * BS);
-    await expect(h.backup({ devices: [dev] })).rejects.toThrow(/size changed from 65536 to 32768 bytes since RP 1/);
+    await expect(h.backup({ devices: [dev] })).rejects.toThrow(
+      /size changed from 65536 to 32768 bytes since RP 1/,
+    );
     expect(await rps()).toEqual([1]);
   });
 
   it('refuses a safe owned by another agent unless told to take over', async () => {
     await h.backup({ devices: [dev], blockSize: BS });
     const other = harness(root, 'test-safe', h.store, 'agent-2');
-    await expect(other.backup({ devices: [dev] })).rejects.toThrow(/belongs to agent agent-1, this agent is agent-2/);
+    await expect(other.backup({ devices: [dev] })).rejects.toThrow(
+      /belongs to agent agent-1, this agent is agent-2/,
+    );
     expect(await rps()).toEqual([1]);
     const r = await other.backup({ devices: [dev], takeOver: true });
     expect(r.rp).toBe(2);

@@ -35,7 +35,10 @@ describe('interrupted backup', () => {
     const base = mkdtempSync(join(tmpdir(), 'int-'));
     const img = image();
     writeFileSync(join(base, 'd.img'), img);
-    const counting = new FaultyStore(new FsObjectStore(join(base, 'safe'), 'test-safe'), Number.POSITIVE_INFINITY);
+    const counting = new FaultyStore(
+      new FsObjectStore(join(base, 'safe'), 'test-safe'),
+      Number.POSITIVE_INFINITY,
+    );
     const hb = harness(base, 'test-safe', counting);
     await hb.backup({ devices: [{ path: join(base, 'd.img'), id: 'd' }], blockSize: BS });
     const baseline = await segmentBytes(hb.store, hb.safe);
@@ -68,7 +71,9 @@ describe('interrupted backup', () => {
           // nothing durable was uploaded again: the safe holds about one copy of the data
           expect(after).toBeLessThanOrEqual(baseline + 2 * 4096);
           expect(after - durableBefore).toBeLessThanOrEqual(Math.max(0, baseline - durableBefore) + 2 * 4096);
-          expect(sha256(await readImage(new SafeReader(inner, 'test-safe'), resumed.rp, 'd'))).toBe(sha256(img));
+          expect(sha256(await readImage(new SafeReader(inner, 'test-safe'), resumed.rp, 'd'))).toBe(
+            sha256(img),
+          );
         } finally {
           rmSync(root, { recursive: true, force: true });
         }

@@ -3,15 +3,15 @@
  * not, reading the safe back reproduces every recovery point's images exactly.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, openSync, writeFileSync, writeSync, closeSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { deriveKeys } from '#core/format/crypto.ts';
-import { SafeReader } from '#core/safe-reader.ts';
 import { decodeSafeConfig } from '#core/format/manifest.ts';
 import { safeConfigKey } from '#core/keys.ts';
+import { SafeReader } from '#core/safe-reader.ts';
 import { harness } from '../../support/backup-harness.ts';
 import { readImage, sha256 } from '../../support/read-image.ts';
 
@@ -80,12 +80,15 @@ describe('backup → read round trip', () => {
               } else apply(imgs, s, paths);
             }
             const cfg = decodeSafeConfig(await h.store.get(safeConfigKey(h.safe)), 'safe.json');
-            const keys = key && cfg.encryption ? deriveKeys(key, Buffer.from(cfg.encryption.salt, 'base64')) : undefined;
+            const keys =
+              key && cfg.encryption ? deriveKeys(key, Buffer.from(cfg.encryption.salt, 'base64')) : undefined;
             const reader = new SafeReader(h.store, h.safe, keys);
             expect(await reader.listRps()).toEqual(expected.map((_, i) => i + 1));
             for (let rp = 1; rp <= expected.length; rp++) {
               for (let d = 0; d < nDevices; d++) {
-                expect(sha256(await readImage(reader, rp, `dev${d}`)), `RP ${rp} dev${d}`).toBe(expected[rp - 1]![d]);
+                expect(sha256(await readImage(reader, rp, `dev${d}`)), `RP ${rp} dev${d}`).toBe(
+                  expected[rp - 1]![d],
+                );
               }
             }
           } finally {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeBlockMap, encodeBlockMap, type Extent, overlay, pushBlock } from '#core/format/block-map.ts';
+import { decodeBlockMap, type Extent, encodeBlockMap, overlay, pushBlock } from '#core/format/block-map.ts';
 
 const SEGS = ['a'.repeat(64), 'b'.repeat(64)];
 type Cell = 'zero' | { segment: string; frame: number } | undefined;
@@ -8,12 +8,23 @@ type Cell = 'zero' | { segment: string; frame: number } | undefined;
 /** A random sparse delta over `n` blocks as a per-block model and its extent list. */
 const delta = (n: number) =>
   fc
-    .array(fc.option(fc.oneof(fc.constant('zero' as const), fc.record({ s: fc.integer({ min: 0, max: 1 }), f: fc.nat(50) })), { nil: undefined }), {
-      minLength: n,
-      maxLength: n,
-    })
+    .array(
+      fc.option(
+        fc.oneof(
+          fc.constant('zero' as const),
+          fc.record({ s: fc.integer({ min: 0, max: 1 }), f: fc.nat(50) }),
+        ),
+        { nil: undefined },
+      ),
+      {
+        minLength: n,
+        maxLength: n,
+      },
+    )
     .map((cells) => {
-      const model: Cell[] = cells.map((c) => (c === undefined || c === 'zero' ? c : { segment: SEGS[c.s]!, frame: c.f }));
+      const model: Cell[] = cells.map((c) =>
+        c === undefined || c === 'zero' ? c : { segment: SEGS[c.s]!, frame: c.f },
+      );
       const extents: Extent[] = [];
       model.forEach((c, block) => {
         if (c !== undefined) pushBlock(extents, block, c);
@@ -24,7 +35,8 @@ const delta = (n: number) =>
 function expand(extents: readonly Extent[], n: number): Cell[] {
   const out: Cell[] = new Array(n).fill(undefined);
   for (const e of extents) {
-    for (let i = 0; i < e.count; i++) out[e.first + i] = e.kind === 'zero' ? 'zero' : { segment: e.segment, frame: e.frame + i };
+    for (let i = 0; i < e.count; i++)
+      out[e.first + i] = e.kind === 'zero' ? 'zero' : { segment: e.segment, frame: e.frame + i };
   }
   return out;
 }
@@ -42,7 +54,8 @@ describe('block map', () => {
           });
         }
         expect(expand(extents, 40)).toEqual(model);
-        for (let i = 1; i < extents.length; i++) expect(extents[i]!.first).toBeGreaterThanOrEqual(extents[i - 1]!.first + extents[i - 1]!.count);
+        for (let i = 1; i < extents.length; i++)
+          expect(extents[i]!.first).toBeGreaterThanOrEqual(extents[i - 1]!.first + extents[i - 1]!.count);
       }),
     );
   });
@@ -68,7 +81,11 @@ describe('block map', () => {
   });
 
   it('rejects a truncated or altered map with a reason', () => {
-    const buf = encodeBlockMap({ blockSize: 4096, deviceSize: 4096 * 8, extents: [{ kind: 'zero', first: 0, count: 8 }] });
+    const buf = encodeBlockMap({
+      blockSize: 4096,
+      deviceSize: 4096 * 8,
+      extents: [{ kind: 'zero', first: 0, count: 8 }],
+    });
     expect(() => decodeBlockMap(buf.subarray(0, buf.length - 3))).toThrow(/does not decode|header says/);
     const bad = Buffer.from(buf);
     bad.writeUInt16LE(9, 8);

@@ -23,7 +23,9 @@ describe('frame', () => {
     fc.assert(
       fc.property(blocks, fc.boolean(), (plain, enc) => {
         const idKey = enc ? keys.idKey : undefined;
-        const frame = encodeFrame(plain, blockIdentity(plain, idKey), { dataKey: enc ? keys.dataKey : undefined });
+        const frame = encodeFrame(plain, blockIdentity(plain, idKey), {
+          dataKey: enc ? keys.dataKey : undefined,
+        });
         const d = decodeFrame(frame, 0, { dataKey: enc ? keys.dataKey : undefined, idKey });
         expect(Buffer.compare(d.plain, Buffer.from(plain))).toBe(0);
         expect(d.frameLength).toBe(frame.length);
@@ -48,17 +50,27 @@ describe('frame', () => {
     expect(() => decodeFrame(f.subarray(0, f.length - 1), 0)).toThrow(/truncated/);
     const e = encodeFrame(plain, blockIdentity(plain, keys.idKey), { dataKey: keys.dataKey });
     const wrong = deriveKeys(randomBytes(32), randomBytes(16));
-    expect(() => decodeFrame(e, 0, { dataKey: wrong.dataKey, idKey: wrong.idKey })).toThrow(/authentication failed/);
+    expect(() => decodeFrame(e, 0, { dataKey: wrong.dataKey, idKey: wrong.idKey })).toThrow(
+      /authentication failed/,
+    );
   });
 });
 
 describe('segment', () => {
   it('lists its frames from the footer alone', () => {
-    const frames = [randomBytes(5000), Buffer.alloc(4096)].map((p) => ({ p, f: encodeFrame(p, blockIdentity(p, undefined)) }));
+    const frames = [randomBytes(5000), Buffer.alloc(4096)].map((p) => ({
+      p,
+      f: encodeFrame(p, blockIdentity(p, undefined)),
+    }));
     const parts: Buffer[] = [segmentHeader(false)];
     let off = parts[0]!.length;
     const entries = frames.map(({ p, f }) => {
-      const e = { identity: blockIdentity(p, undefined), offset: off, frameLength: f.length, plainLength: p.length };
+      const e = {
+        identity: blockIdentity(p, undefined),
+        offset: off,
+        frameLength: f.length,
+        plainLength: p.length,
+      };
       parts.push(f);
       off += f.length;
       return e;
@@ -69,7 +81,11 @@ describe('segment', () => {
     const listed = parseSegmentIndex(seg.subarray(t.indexOffset, t.indexOffset + t.indexLength), t);
     expect(listed).toEqual(entries);
     for (const e of listed) expect(decodeFrame(seg, e.offset).plain.length).toBe(e.plainLength);
-    expect(() => parseSegmentTrailer(seg.subarray(seg.length - SEGMENT_TRAILER_BYTES), seg.length + 1)).toThrow(/does not fit/);
-    expect(() => parseSegmentTrailer(seg.subarray(0, SEGMENT_TRAILER_BYTES), seg.length)).toThrow(/trailer missing/);
+    expect(() =>
+      parseSegmentTrailer(seg.subarray(seg.length - SEGMENT_TRAILER_BYTES), seg.length + 1),
+    ).toThrow(/does not fit/);
+    expect(() => parseSegmentTrailer(seg.subarray(0, SEGMENT_TRAILER_BYTES), seg.length)).toThrow(
+      /trailer missing/,
+    );
   });
 });
