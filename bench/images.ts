@@ -78,12 +78,13 @@ export function keystream(label: string, seed: number): (n: number) => Buffer {
 const SKIP_EXT = /\.(png|jpg|gif|ico|pdf|woff2?|ttf|svgz|bz2|xz|zip)$/;
 const isBinary = (b: Buffer) => b.subarray(0, 32 * KiB).includes(0);
 
-/** Regular files under `dir`, recursively (symlinks skipped, like `find -type f`). */
+/** Regular files under `dir`, recursively, not following symlinks (like `find -type f`). */
 function listFiles(dir: string): string[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => join(e.parentPath, e.name));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    return e.isDirectory() ? listFiles(p) : e.isFile() ? [p] : [];
+  });
 }
 
 export interface Corpus {

@@ -68,7 +68,9 @@ describe('local deploy of the synthesized template', () => {
   it('delivers every Object Created under the safes prefix to the ingest queue, and nothing else', async () => {
     const bucket = d.outputs[OUTPUTS.bucket]!;
     await cloud.clients.s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'elsewhere/x.bin', Body: 'no' }));
-    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'safes/s1/safe.json', Body: '{}' }));
+    await cloud.clients.s3.send(
+      new PutObjectCommand({ Bucket: bucket, Key: 'safes/s1/safe.json', Body: '{}' }),
+    );
     // more events than one batch: moto's own (removed) mapping must not swallow any of them
     for (let rp = 1; rp <= 14; rp++) {
       const key = `safes/s1/rp/${String(rp).padStart(10, '0')}.json`;
@@ -81,7 +83,6 @@ describe('local deploy of the synthesized template', () => {
       'detail-type': 'Object Created',
       detail: { bucket: { name: bucket }, object: { key: 'safes/s1/safe.json', size: 2 } },
     });
-  });
   });
 
   it('is idempotent: deploying the same template again changes nothing', async () => {
