@@ -5,7 +5,7 @@
  *   safes/<safe>/safe.json                 the safe's config (format version, owner, encryption)
  *   safes/<safe>/rp/<rp:010>.json          the manifest that commits recovery point <rp>
  *   safes/<safe>/map/<rp:010>/<device>.map the block map of <device> in recovery point <rp>
- *   safes/<safe>/seg/<id:0:2>/<id>.seg     a segment (id = 64 hex digits, SHA-256 of its bytes)
+ *   safes/<safe>/seg/<id:0:2>/<id>.seg     a segment (id = 64 random hex digits)
  *
  * Zero-padded numbers make LIST order equal recovery-point order.
  */
