@@ -1,7 +1,7 @@
 /**
  * Reads a Disk Safe through any ObjectStore: recovery points, their manifests, the complete block
  * map of a device at an RP (its own delta laid over its parents'), segment footers, and blocks,
- * verifying every block's checksum. The restore and verify commands build on this.
+ * verifying every block's checksum. Restore and verify (next) build on this.
  */
 
 import { createHash } from 'node:crypto';
@@ -131,9 +131,16 @@ export class SafeReader {
 
   /** The device's complete map at `rp`: the full RP's map with every later delta laid over it. */
   async resolve(rp: number, device: string): Promise<ResolvedDevice> {
+    // walk back through parents while they hold the device: the earliest one holds its full
     const chain: number[] = [];
     for (let r: number | null = rp; r !== null; r = (await this.manifest(r)).parent) {
       if (chain.includes(r)) throw new SafeFormatError(`RP ${rp} has a parent cycle`, { rp });
+      const m = await this.manifest(r);
+      if (!m.devices.some((d) => d.id === device)) {
+        if (r === rp)
+          throw new NotFoundError(`device ${device} in RP ${rp}`, { safe: this.safe, rp, device });
+        break;
+      }
       chain.unshift(r);
     }
     let extents: Extent[] = [];

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { safeConfigKey } from '#core/keys.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { type Harness, harness } from '../../support/backup-harness.ts';
+import { readImage, sha256 } from '../../support/read-image.ts';
 
 const BS = 4096;
 let root: string;
@@ -79,6 +80,20 @@ describe('backup refuses bad input', () => {
   it('rejects a block size that is not a power of two from 4 KiB to 512 KiB', async () => {
     await expect(h.backup({ devices: [dev], blockSize: 3000 })).rejects.toThrow(/block size 3000/);
     await expect(h.backup({ devices: [dev], blockSize: 1024 * 1024 })).rejects.toThrow(/block size 1048576/);
+  });
+});
+
+describe('consistency groups', () => {
+  it('reads a device that joined the group in a later RP', async () => {
+    await h.backup({ devices: [dev], blockSize: BS });
+    const second = { path: join(root, 'e.img'), id: 'e' };
+    const img = randomBytes(5 * BS);
+    writeFileSync(second.path, img);
+    const r = await h.backup({ devices: [dev, second], blockSize: BS });
+    expect(r.rp).toBe(2);
+    const reader = new SafeReader(h.store, h.safe);
+    expect(sha256(await readImage(reader, 2, 'e'))).toBe(sha256(img));
+    await expect(readImage(reader, 1, 'e')).rejects.toThrow(/device e in RP 1 not found/);
   });
 });
 

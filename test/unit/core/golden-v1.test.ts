@@ -18,13 +18,17 @@ describe('format v1 golden fixture', () => {
       const store = new FsObjectStore(`${root}${safe}`, safe);
       const plain = new SafeReader(store, safe);
       const cfg = (await plain.config())!;
-      const keys = cfg.encryption ? deriveKeys(Buffer.from(golden.key, 'hex'), Buffer.from(cfg.encryption.salt, 'base64')) : undefined;
+      const keys = cfg.encryption
+        ? deriveKeys(Buffer.from(golden.key, 'hex'), Buffer.from(cfg.encryption.salt, 'base64'))
+        : undefined;
       expect(Boolean(keys)).toBe(safe === 'encrypted');
       const reader = new SafeReader(store, safe, keys);
       expect(await reader.listRps()).toEqual([1, 2]);
       for (const [device, hashes] of Object.entries(golden.expected[safe]!)) {
         for (let rp = 1; rp <= hashes.length; rp++) {
-          expect(sha256(await readImage(reader, rp, device)), `${safe} RP ${rp} ${device}`).toBe(hashes[rp - 1]);
+          expect(sha256(await readImage(reader, rp, device)), `${safe} RP ${rp} ${device}`).toBe(
+            hashes[rp - 1],
+          );
         }
       }
     });
