@@ -1,8 +1,8 @@
 /**
  * Deterministic benchmark images, a TypeScript port of shared/bench/make-image.sh and
  * mutate-image.sh: ~40% zero regions, ~30% text (seeded line shuffles of /usr/share/doc),
- * ~30% incompressible (AES-256-CTR keystream), regions of 256 KiB..2 MiB in 64 KiB steps.
- * Same approach and proportions as the shell scripts, not the same bytes (different PRNG).
+ * ~30% incompressible (AES-256-CTR keystream), regions of 256 KiB..2 MiB in 64 KiB steps;
+ * same approach and proportions as the shell scripts, not the same bytes (different PRNG).
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import {
@@ -249,8 +249,6 @@ export interface MutationInfo {
   readonly dirtyMiB: Record<string, number>;
 }
 
-export const DIRTY_BLOCK_SIZES = [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB];
-
 /** Rewrites PERCENT% of the distinct 4 KiB blocks of `path` in place with 4-64 KiB writes. */
 export function mutateImage(path: string, percent: number, seed: number): MutationInfo {
   const B = 4 * KiB;
@@ -283,7 +281,7 @@ export function mutateImage(path: string, percent: number, seed: number): Mutati
     closeSync(fd);
   }
   const dirtyMiB: Record<string, number> = {};
-  for (const bs of DIRTY_BLOCK_SIZES) {
+  for (const bs of [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB]) {
     const per = bs / B;
     let dirty = 0;
     for (let j = 0; j < nblk; j += per) {

@@ -3,8 +3,9 @@
  * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto).
  * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes).
  */
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -63,6 +64,8 @@ function cachedImage(): { path: string; info: ImageInfo | undefined } {
 
 async function attempt(what: string, f: () => Promise<Measurement>): Promise<Outcome> {
   log(`${what} ...`);
+  // Flush the previous run's (or the image copy's) dirty pages so its writeback does not slow this one.
+  spawnSync('sync');
   try {
     const m = await f();
     const rss = m.peakRssMiB === undefined ? '?' : m.peakRssMiB.toFixed(0);
@@ -87,6 +90,9 @@ interface Target {
 }
 
 async function main(): Promise<void> {
+  const loadStart = loadavg()[0]!;
+  if (loadStart > 1)
+    log(`warning: load average ${loadStart.toFixed(2)}: other work may compete for the CPUs`);
   const resticVersion = runRestic ? ensureRestic(log) : undefined;
   if (resticVersion) log(resticVersion);
   rmSync(runDir, { recursive: true, force: true });
@@ -198,6 +204,7 @@ async function main(): Promise<void> {
     node: process.version,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
+    loadAvg1m: { start: loadStart, end: loadavg()[0] },
     restic: resticVersion,
     sizeMiB,
     seed,
