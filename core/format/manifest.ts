@@ -49,25 +49,30 @@ export function encodeManifest(m: Manifest): Buffer {
   return Buffer.from(`${JSON.stringify(m, null, 1)}\n`);
 }
 
-export function decodeManifest(buf: Uint8Array, where: string): Manifest {
+/** Parses a versioned JSON object of the format: not JSON, another version, or off-schema each get a reason. */
+function decodeVersionedJson<T>(schema: z.ZodType<T>, buf: Uint8Array, where: string, what: string): T {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(buf).toString('utf8'));
   } catch {
-    throw new ManifestFormatError(`${where}: manifest is not JSON (truncated?)`);
+    throw new ManifestFormatError(`${where}: ${what} is not JSON (truncated?)`);
   }
   const v = (json as { version?: unknown })?.version;
   if (typeof v === 'number' && v !== FORMAT_VERSION) {
     throw new ManifestFormatError(
-      `${where}: manifest format version ${v} is not supported (this agent reads ${FORMAT_VERSION})`,
+      `${where}: ${what} format version ${v} is not supported (this agent reads ${FORMAT_VERSION})`,
     );
   }
-  const r = manifestSchema.safeParse(json);
+  const r = schema.safeParse(json);
   if (!r.success) {
     const i = r.error.issues[0];
-    throw new ManifestFormatError(`${where}: invalid manifest at ${i?.path.join('.')}: ${i?.message}`);
+    throw new ManifestFormatError(`${where}: invalid ${what} at ${i?.path.join('.')}: ${i?.message}`);
   }
   return r.data;
+}
+
+export function decodeManifest(buf: Uint8Array, where: string): Manifest {
+  return decodeVersionedJson(manifestSchema, buf, where, 'manifest');
 }
 
 export const safeConfigSchema = z.object({
@@ -85,22 +90,5 @@ export const safeConfigSchema = z.object({
 export type SafeConfig = z.infer<typeof safeConfigSchema>;
 
 export function decodeSafeConfig(buf: Uint8Array, where: string): SafeConfig {
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.from(buf).toString('utf8'));
-  } catch {
-    throw new ManifestFormatError(`${where}: safe.json is not JSON`);
-  }
-  const v = (json as { version?: unknown })?.version;
-  if (typeof v === 'number' && v !== FORMAT_VERSION) {
-    throw new ManifestFormatError(
-      `${where}: safe format version ${v} is not supported (this agent knows ${FORMAT_VERSION})`,
-    );
-  }
-  const r = safeConfigSchema.safeParse(json);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new ManifestFormatError(`${where}: invalid safe.json at ${i?.path.join('.')}: ${i?.message}`);
-  }
-  return r.data;
+  return decodeVersionedJson(safeConfigSchema, buf, where, 'safe');
 }
