@@ -22,6 +22,22 @@ export interface Measurement {
   readonly reported: unknown;
 }
 
+/** The figures of one measured backup run. */
+export function measurement(
+  r: { readonly seconds: number; readonly peakRssMiB: number | undefined },
+  imageBytes: number,
+  storedBytes: number,
+  reported: unknown,
+): Measurement {
+  return {
+    seconds: r.seconds,
+    mbps: imageBytes / 1e6 / r.seconds,
+    storedBytes,
+    peakRssMiB: r.peakRssMiB,
+    reported,
+  };
+}
+
 export interface OursTarget {
   /** The --safe argument. */
   readonly safe: string;
@@ -46,11 +62,5 @@ export async function oursBackup(t: OursTarget, image: string, imageBytes: numbe
   } catch {
     throw new Error(`cdp-agent backup printed no JSON result: ${r.stdout.slice(-300)}`);
   }
-  return {
-    seconds: r.seconds,
-    mbps: imageBytes / 1e6 / r.seconds,
-    storedBytes: after - before,
-    peakRssMiB: r.peakRssMiB,
-    reported,
-  };
+  return measurement(r, imageBytes, after - before, reported);
 }

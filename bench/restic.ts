@@ -2,7 +2,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { check, runMeasured } from './measure.ts';
-import type { Measurement, Store } from './ours.ts';
+import { type Measurement, measurement, type Store } from './ours.ts';
 
 function resticVersion(): string | undefined {
   const r = spawnSync('restic', ['version'], { encoding: 'utf8' });
@@ -96,11 +96,5 @@ export async function resticBackup(t: ResticTarget, image: string, imageBytes: n
       break;
     }
   }
-  return {
-    seconds: r.seconds,
-    mbps: imageBytes / 1e6 / r.seconds,
-    storedBytes: after - before,
-    peakRssMiB: r.peakRssMiB,
-    reported,
-  };
+  return measurement(r, imageBytes, after - before, reported);
 }

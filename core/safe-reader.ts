@@ -221,4 +221,14 @@ export class SafeReader {
       }
     }
   }
+
+  /** The whole device image at `rp` in memory: for small devices (tests, the demo); restores stream. */
+  async readImage(rp: number, device: string): Promise<Buffer> {
+    const r = await this.resolve(rp, device);
+    const img = Buffer.alloc(r.deviceSize);
+    await this.readBlocks(r, (block, data) => {
+      data.copy(img, block * r.blockSize);
+    });
+    return img;
+  }
 }
