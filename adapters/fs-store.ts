@@ -161,10 +161,17 @@ export class FsObjectStore implements ObjectStore {
       return handle;
     };
     return {
-      async write(chunk) {
+      async write(chunks) {
         const fh = await h();
-        await fh.write(chunk);
-        size += chunk.length;
+        let pending = (Array.isArray(chunks) ? chunks : [chunks]) as Uint8Array[];
+        while (pending.length > 0) {
+          // one writev for many frames; a short write continues where it stopped
+          let { bytesWritten } = await fh.writev(pending);
+          size += bytesWritten;
+          while (pending.length > 0 && bytesWritten >= pending[0]!.length)
+            bytesWritten -= pending.shift()!.length;
+          if (bytesWritten > 0) pending = [pending[0]!.subarray(bytesWritten), ...pending.slice(1)];
+        }
       },
       async finish() {
         const fh = await h();

@@ -155,10 +155,12 @@ export class S3ObjectStore implements ObjectStore {
     const done = upload.done();
     done.catch(() => undefined);
     return {
-      async write(chunk) {
-        size += chunk.length;
-        // bounded memory: wait for lib-storage to take what is buffered (or for the upload to fail)
-        if (!body.write(chunk)) await Promise.race([once(body, 'drain'), done]);
+      async write(chunks) {
+        for (const chunk of Array.isArray(chunks) ? chunks : [chunks]) {
+          size += chunk.length;
+          // bounded memory: wait for lib-storage to take what is buffered (or for the upload to fail)
+          if (!body.write(chunk)) await Promise.race([once(body, 'drain'), done]);
+        }
       },
       async finish() {
         body.end();

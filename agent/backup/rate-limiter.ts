@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export class RateLimiter {
   private readonly rate: number;
-  private readonly capacity: number;
+  /** The most bytes that may go out at once. */
+  readonly capacity: number;
   private tokens: number;
   private last = performance.now();
   private chain: Promise<void> = Promise.resolve();

@@ -72,7 +72,7 @@ export interface BackupResult {
   readonly rebuiltState: string[];
 }
 
-const CHUNK = 4 * 1024 * 1024;
+const CHUNK = 2 * 1024 * 1024;
 
 type ScannedDevice = Omit<ManifestDevice, 'blockMap'> & { extents: Extent[] };
 
@@ -297,7 +297,7 @@ async function scanDevice(
   const extents: Extent[] = [];
   const stats = { changedBlocks: 0, zeroBlocks: 0, dedupBlocks: 0, storedBytes: 0 };
   const chunks = Math.ceil(run.size / chunk);
-  const window = pool.size * 2;
+  const window = pool.size * 4;
   const free: ArrayBuffer[] = [];
   let scanned = 0;
   try {
@@ -331,13 +331,14 @@ async function scanDevice(
           continue;
         }
         stats.changedBlocks++;
-        let loc = dedup.get(ch.identity!);
+        const identity = new Uint8Array(r.identities, ch.identityOffset, 32);
+        let loc = dedup.get(identity);
         if (loc) stats.dedupBlocks++;
         else {
           const plain = Math.min(bs, length - ch.index * bs);
-          loc = await packer.add(ch.frame!, ch.identity!, plain);
-          stats.storedBytes += ch.frame!.length;
-          dedup.addPending(ch.identity!, loc);
+          loc = await packer.add(new Uint8Array(r.frames, ch.frameOffset, ch.frameLength), identity, plain);
+          stats.storedBytes += ch.frameLength;
+          dedup.addPending(identity, loc);
         }
         pushBlock(extents, block, loc);
       }

@@ -15,7 +15,10 @@ export class ScanPool {
 
   constructor(settings: ScanSettings, size = Math.max(1, availableParallelism())) {
     this.slots = Array.from({ length: size }, () => {
-      const worker = new Worker(new URL('./scan-worker.ts', import.meta.url), { workerData: settings });
+      const worker = new Worker(
+        new URL(import.meta.url.endsWith('.ts') ? './scan-worker.ts' : './scan-worker.mjs', import.meta.url),
+        { workerData: settings },
+      );
       const slot: Slot = { worker, inFlight: 0 };
       worker.on('message', (r: ScanResult) => {
         slot.inFlight--;

@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockIdentity } from '#core/format/crypto.ts';
 import { encodeFrame } from '#core/format/frame.ts';
+import { ZstdEncoder } from '#core/format/zstd-encoder.ts';
 
 export interface ScanSettings {
   readonly blockSize: number;
@@ -28,8 +29,11 @@ export interface ChangedBlock {
   /** Block index within the chunk. */
   readonly index: number;
   readonly zero: boolean;
-  readonly identity?: Uint8Array;
-  readonly frame?: Uint8Array;
+  /** Where the block's frame lies in `frames` (non-zero blocks). */
+  readonly frameOffset: number;
+  readonly frameLength: number;
+  /** Where its 32-byte identity lies in `identities` (non-zero blocks). */
+  readonly identityOffset: number;
 }
 
 export interface ScanResult {
@@ -38,12 +42,16 @@ export interface ScanResult {
   /** 8 bytes per block: the new change-tracking state of the chunk. */
   readonly state: ArrayBuffer;
   readonly changed: ChangedBlock[];
+  /** The frames of the changed non-zero blocks, back to back (one transfer per chunk). */
+  readonly frames: ArrayBuffer;
+  readonly identities: ArrayBuffer;
 }
 
 const settings = workerData as ScanSettings;
 const idKey = settings.idKey ? Buffer.from(settings.idKey) : undefined;
 const dataKey = settings.dataKey ? Buffer.from(settings.dataKey) : undefined;
 const bs = settings.blockSize;
+const encoder = new ZstdEncoder(settings.zstdLevel, bs);
 
 function isZero(b: Buffer): boolean {
   // 8-byte strides through a BigUint64 view when aligned; Buffer.compare against zeros is memcmp-fast too
@@ -51,30 +59,55 @@ function isZero(b: Buffer): boolean {
 }
 const zeroBlock = Buffer.alloc(bs);
 
+const ZERO_STATE = Buffer.alloc(8);
+
 parentPort!.on('message', (req: ScanRequest) => {
   const data = Buffer.from(req.buf, 0, req.length);
   const blocks = Math.ceil(req.length / bs);
   const state = Buffer.alloc(blocks * 8);
   const old = req.old ? Buffer.from(req.old) : undefined;
   const changed: ChangedBlock[] = [];
-  const transfer: ArrayBuffer[] = [req.buf, state.buffer as ArrayBuffer];
+  const frames: Buffer[] = [];
+  const ids: Buffer[] = [];
+  let framesLength = 0;
   for (let i = 0; i < blocks; i++) {
     const block = data.subarray(i * bs, Math.min((i + 1) * bs, req.length));
     if (isZero(block)) {
-      if (!old || !old.subarray(i * 8, i * 8 + 8).equals(zeroBlock.subarray(0, 8)))
-        changed.push({ index: i, zero: true });
+      if (!old || old.compare(ZERO_STATE, 0, 8, i * 8, i * 8 + 8) !== 0) {
+        changed.push({ index: i, zero: true, frameOffset: 0, frameLength: 0, identityOffset: 0 });
+      }
       continue;
     }
     const identity = blockIdentity(block, idKey);
     identity.copy(state, i * 8, 0, 8);
-    if (old && old.subarray(i * 8, i * 8 + 8).equals(identity.subarray(0, 8))) continue;
-    const frame = encodeFrame(block, identity, { dataKey, zstdLevel: settings.zstdLevel });
-    const f = new Uint8Array(frame.length);
-    f.set(frame);
-    const id = new Uint8Array(identity);
-    transfer.push(f.buffer, id.buffer);
-    changed.push({ index: i, zero: false, identity: id, frame: f });
+    if (old && old.compare(identity, 0, 8, i * 8, i * 8 + 8) === 0) continue;
+    const frame = encodeFrame(block, identity, { dataKey, encoder });
+    changed.push({
+      index: i,
+      zero: false,
+      frameOffset: framesLength,
+      frameLength: frame.length,
+      identityOffset: ids.length * 32,
+    });
+    frames.push(frame);
+    ids.push(identity);
+    framesLength += frame.length;
   }
-  const result: ScanResult = { id: req.id, buf: req.buf, state: state.buffer as ArrayBuffer, changed };
-  parentPort!.postMessage(result, transfer);
+  const framesBuf = new Uint8Array(framesLength);
+  let o = 0;
+  for (const f of frames) {
+    framesBuf.set(f, o);
+    o += f.length;
+  }
+  const idsBuf = new Uint8Array(ids.length * 32);
+  ids.forEach((id, k) => idsBuf.set(id, k * 32));
+  const result: ScanResult = {
+    id: req.id,
+    buf: req.buf,
+    state: state.buffer as ArrayBuffer,
+    changed,
+    frames: framesBuf.buffer,
+    identities: idsBuf.buffer,
+  };
+  parentPort!.postMessage(result, [req.buf, result.state, result.frames, result.identities]);
 });

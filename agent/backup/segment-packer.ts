@@ -36,8 +36,14 @@ interface Open {
   readonly key: string;
   readonly writer: ObjectWriter;
   readonly entries: SegmentEntry[];
+  /** Bytes of the segment so far (written or waiting in `pending`). */
   size: number;
+  /** Frames not yet handed to the writer: written together, about FLUSH_BYTES at a time. */
+  pending: Uint8Array[];
+  pendingBytes: number;
 }
+
+const FLUSH_BYTES = 1024 * 1024;
 
 export class SegmentPacker {
   private readonly store: ObjectStore;
@@ -54,15 +60,35 @@ export class SegmentPacker {
   }
 
   private async write(o: Open, b: Uint8Array): Promise<void> {
-    if (this.opts.limiter) await this.opts.limiter.take(b.length);
-    await o.writer.write(b);
+    o.pending.push(b);
+    o.pendingBytes += b.length;
     o.size += b.length;
+    if (o.pendingBytes >= Math.min(FLUSH_BYTES, this.opts.limiter?.capacity ?? FLUSH_BYTES))
+      await this.flush(o);
+  }
+
+  private async flush(o: Open): Promise<void> {
+    if (o.pendingBytes === 0) return;
+    const batch = o.pending;
+    const bytes = o.pendingBytes;
+    o.pending = [];
+    o.pendingBytes = 0;
+    if (this.opts.limiter) await this.opts.limiter.take(bytes);
+    await o.writer.write(batch);
   }
 
   private async open(): Promise<Open> {
     const id = randomBytes(32).toString('hex');
     const key = segmentKey(this.safe, id);
-    const o: Open = { id, key, writer: this.store.openWriter(key), entries: [], size: 0 };
+    const o: Open = {
+      id,
+      key,
+      writer: this.store.openWriter(key),
+      entries: [],
+      size: 0,
+      pending: [],
+      pendingBytes: 0,
+    };
     await this.write(o, segmentHeader(this.opts.encrypted));
     return o;
   }
@@ -103,6 +129,7 @@ export class SegmentPacker {
   private async finish(o: Open): Promise<void> {
     if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
     await this.write(o, segmentFooter(o.entries, o.size));
+    await this.flush(o);
     const info = await o.writer.finish();
     const d: DurableSegment = { id: o.id, key: o.key, bytes: info.size, entries: o.entries };
     this.durable.push(d);

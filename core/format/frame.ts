@@ -14,6 +14,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { blockIdentity, IDENTITY_BYTES } from './crypto.ts';
+import type { ZstdEncoder } from './zstd-encoder.ts';
 
 export const FRAME_HEADER_BYTES = 44;
 export const CODEC_RAW = 0;
@@ -36,19 +37,22 @@ export interface FrameOptions {
   /** AES-256-GCM key; absent for unencrypted safes. */
   readonly dataKey?: Buffer;
   readonly zstdLevel?: number;
+  /** A reusable compressor (scan workers keep one); a one-shot context is used when absent. */
+  readonly encoder?: ZstdEncoder;
 }
 
-function compress(plain: Uint8Array, level: number): Buffer {
+function compress(plain: Uint8Array, opts: FrameOptions): Buffer | undefined {
+  if (opts.encoder) return opts.encoder.compress(plain);
   return zstdCompressSync(plain, {
     chunkSize: Math.max(64 * 1024, plain.length + 1024),
-    params: { [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_checksumFlag]: 0 },
+    params: { [constants.ZSTD_c_compressionLevel]: opts.zstdLevel ?? 1, [constants.ZSTD_c_checksumFlag]: 0 },
   });
 }
 
 /** Encodes one block as a frame; `identity` must be blockIdentity(plain, idKey). */
 export function encodeFrame(plain: Uint8Array, identity: Uint8Array, opts: FrameOptions = {}): Buffer {
-  const z = compress(plain, opts.zstdLevel ?? 1);
-  const useZstd = z.length < plain.length;
+  const z = compress(plain, opts);
+  const useZstd = z !== undefined && z.length < plain.length;
   const body = useZstd ? z : Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
   const header = Buffer.alloc(FRAME_HEADER_BYTES);
   const encrypted = opts.dataKey !== undefined;

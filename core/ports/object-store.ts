@@ -17,7 +17,8 @@ export interface ObjectInfo {
 }
 
 export interface ObjectWriter {
-  write(chunk: Uint8Array): Promise<void>;
+  /** Appends every byte of `chunks` (one buffer or several, written in order). */
+  write(chunks: Uint8Array | readonly Uint8Array[]): Promise<void>;
   finish(): Promise<ObjectInfo>;
   abort(): Promise<void>;
 }

@@ -43,7 +43,7 @@ describe('interrupted backup', () => {
     await hb.backup({ devices: [{ path: join(base, 'd.img'), id: 'd' }], blockSize: BS });
     const baseline = await segmentBytes(hb.store, hb.safe);
     const totalOps = counting.ops;
-    expect(totalOps).toBeGreaterThan(50);
+    expect(totalOps).toBeGreaterThan(10); // frames are written in batches: about two operations per segment, plus maps and manifest
 
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 0, max: totalOps }), async (crashAt) => {
