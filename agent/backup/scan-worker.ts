@@ -100,7 +100,7 @@ parentPort!.on('message', (req: ScanRequest) => {
     o += f.length;
   }
   const idsBuf = new Uint8Array(ids.length * 32);
-  ids.forEach((id, k) => idsBuf.set(id, k * 32));
+  for (let k = 0; k < ids.length; k++) idsBuf.set(ids[k]!, k * 32);
   const result: ScanResult = {
     id: req.id,
     buf: req.buf,
