@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { check, runMeasured } from './measure.ts';
 
 export const repoRoot = join(import.meta.dirname, '..');
-const AGENT = join(repoRoot, 'agent', 'bin', 'cdp-agent.ts');
+/** The agent as shipped: the bundle `npm ci` builds (run.ts rebuilds it before measuring). */
+export const AGENT = join(repoRoot, 'dist', 'agent', 'cdp-agent.mjs');
 
 /** Where a tool stores its backups, and how big that currently is. */
 export interface Store {

@@ -3,12 +3,14 @@
  * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto).
  * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes).
  */
+
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { buildAgent } from '../scripts/build-agent.ts';
 import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
 import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
 import { dirBytes, MiB, s3Bytes } from './measure.ts';
@@ -62,10 +64,13 @@ function cachedImage(): { path: string; info: ImageInfo | undefined } {
   return { path, info };
 }
 
-async function attempt(what: string, f: () => Promise<Measurement>): Promise<Outcome> {
+async function attempt(what: string, image: string, f: () => Promise<Measurement>): Promise<Outcome> {
   log(`${what} ...`);
   // Flush the previous run's (or the image copy's) dirty pages so its writeback does not slow this one.
   spawnSync('sync');
+  // Every tool reads the image from the page cache: the copy (copy_file_range) may have left it
+  // uncached for whichever tool runs first.
+  spawnSync('cat', [image], { stdio: 'ignore' });
   try {
     const m = await f();
     const rss = m.peakRssMiB === undefined ? '?' : m.peakRssMiB.toFixed(0);
@@ -93,6 +98,7 @@ async function main(): Promise<void> {
   const loadStart = loadavg()[0]!;
   if (loadStart > 1)
     log(`warning: load average ${loadStart.toFixed(2)}: other work may compete for the CPUs`);
+  log(`agent bundle: ${await buildAgent()}`);
   const resticVersion = runRestic ? ensureRestic(log) : undefined;
   if (resticVersion) log(resticVersion);
   rmSync(runDir, { recursive: true, force: true });
@@ -174,13 +180,13 @@ async function main(): Promise<void> {
     const phase = async (kind: 'full' | 'incr') => {
       for (const t of targets) {
         const ours = runOurs
-          ? await attempt(`ours ${kind} ${t.name}`, () => oursBackup(t.ours, disk, imageBytes))
+          ? await attempt(`ours ${kind} ${t.name}`, disk, () => oursBackup(t.ours, disk, imageBytes))
           : undefined;
         const restic = !runRestic
           ? undefined
           : t.resticInitError
             ? { error: t.resticInitError }
-            : await attempt(`restic ${kind} ${t.name}`, () => resticBackup(t.restic, disk, imageBytes));
+            : await attempt(`restic ${kind} ${t.name}`, disk, () => resticBackup(t.restic, disk, imageBytes));
         rows.push({ label: `${kind} ${t.name}`, kind, target: t.name, ours, restic });
       }
     };

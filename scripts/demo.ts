@@ -79,9 +79,9 @@ try {
   const c = cloudClients(profile);
   const log = new DynamoDbUploadLog(DynamoDBDocumentClient.from(c.ddb), d.outputs[OUTPUTS.table]!);
   const recorded = await log.listObjects('demo');
-  const byKind = Object.entries(
-    recorded.reduce<Record<string, number>>((a, o) => ({ ...a, [o.kind]: (a[o.kind] ?? 0) + 1 }), {}),
-  );
+  const counts = new Map<string, number>();
+  for (const o of recorded) counts.set(o.kind, (counts.get(o.kind) ?? 0) + 1);
+  const byKind = [...counts.entries()];
   const quarantined = await log.listQuarantined();
   say(
     `\n3. ingest Lambda: ${batches.length} batch(es) → catalog: ${byKind.map(([k, n]) => `${n} ${k}`).join(', ')}; ${quarantined.length} quarantined`,

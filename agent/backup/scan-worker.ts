@@ -73,7 +73,7 @@ parentPort!.on('message', (req: ScanRequest) => {
   for (let i = 0; i < blocks; i++) {
     const block = data.subarray(i * bs, Math.min((i + 1) * bs, req.length));
     if (isZero(block)) {
-      if (!old || old.compare(ZERO_STATE, 0, 8, i * 8, i * 8 + 8) !== 0) {
+      if (old?.compare(ZERO_STATE, 0, 8, i * 8, i * 8 + 8) !== 0) {
         changed.push({ index: i, zero: true, frameOffset: 0, frameLength: 0, identityOffset: 0 });
       }
       continue;

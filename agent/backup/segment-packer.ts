@@ -117,7 +117,7 @@ export class SegmentPacker {
     const o = this.current;
     this.current = undefined;
     if (!o) return;
-    const max = this.opts.maxFinishing ?? 2;
+    const max = this.opts.maxFinishing ?? 4;
     while (this.finishing.length >= max) await Promise.race(this.finishing);
     const p = this.finish(o).finally(() => {
       this.finishing = this.finishing.filter((x) => x !== p);
