@@ -48,7 +48,7 @@ function parseSize(s: string): number {
 }
 
 export async function backupCommand(o: BackupOptions): Promise<number> {
-  const loc = openSafeLocation(o.safe);
+  const loc = await openSafeLocation(o.safe);
   if (loc.warning && !o.json) console.error(`warning: ${loc.warning}`);
   const stateDir = o.stateDir ?? defaultStateDir();
   const agent = agentIdentity(stateDir);

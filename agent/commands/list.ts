@@ -23,7 +23,7 @@ export interface ListedRp {
 }
 
 export async function listRecoveryPoints(safeArg: string): Promise<ListedRp[]> {
-  const loc = openSafeLocation(safeArg);
+  const loc = await openSafeLocation(safeArg);
   const reader = new SafeReader(loc.store, loc.safe);
   const out: ListedRp[] = [];
   for (const rp of await reader.listRps()) {
