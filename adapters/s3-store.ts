@@ -158,8 +158,9 @@ export class S3ObjectStore implements ObjectStore {
       async write(chunks) {
         for (const chunk of Array.isArray(chunks) ? chunks : [chunks]) {
           size += chunk.length;
+          // a copy: the stream keeps it after write resolves, and the caller may reuse its buffer
           // bounded memory: wait for lib-storage to take what is buffered (or for the upload to fail)
-          if (!body.write(chunk)) await Promise.race([once(body, 'drain'), done]);
+          if (!body.write(Buffer.from(chunk))) await Promise.race([once(body, 'drain'), done]);
         }
       },
       async finish() {

@@ -13,6 +13,7 @@ import {
   isValidBlockSize,
 } from '#core/format/constants.ts';
 import { deriveKeys, keyCheckMatches, type SafeKeys } from '#core/format/crypto.ts';
+import { framesRoom } from '#core/format/frame.ts';
 import {
   encodeManifest,
   type Manifest,
@@ -289,8 +290,10 @@ async function scanDevice(
 ): Promise<ScannedDevice> {
   const bs = run.blockSize;
   const chunk = Math.max(CHUNK, bs);
+  // every chunk buffer can hold a chunk's frames: workers return the frames in another one (a swap)
+  const bufferBytes = framesRoom(chunk, chunk / bs, bs);
   const pool = new ScanPool(
-    { blockSize: bs, idKey: keys?.idKey, dataKey: keys?.dataKey, zstdLevel: 1 },
+    { blockSize: bs, bufferBytes, idKey: keys?.idKey, dataKey: keys?.dataKey, zstdLevel: 1 },
     input.workers ?? undefined,
   );
   const h = await openDevice(run.spec.path);
@@ -302,7 +305,7 @@ async function scanDevice(
   let scanned = 0;
   try {
     const submit = async (c: number) => {
-      const buf = free.pop() ?? new ArrayBuffer(chunk);
+      const buf = free.pop() ?? new ArrayBuffer(bufferBytes);
       const length = await readFully(
         h,
         new Uint8Array(buf),
@@ -319,7 +322,6 @@ async function scanDevice(
     const handle = async (p: ReturnType<typeof submit>) => {
       const { firstBlock, length, result } = await p;
       const r = await result;
-      free.push(r.buf);
       await cts.write(firstBlock, new Uint8Array(r.state));
       for (const ch of r.changed) {
         const block = firstBlock + ch.index;
@@ -336,12 +338,14 @@ async function scanDevice(
         if (loc) stats.dedupBlocks++;
         else {
           const plain = Math.min(bs, length - ch.index * bs);
+          // the packer copies the frame before it resolves
           loc = await packer.add(new Uint8Array(r.frames, ch.frameOffset, ch.frameLength), identity, plain);
           stats.storedBytes += ch.frameLength;
           dedup.addPending(identity, loc);
         }
         pushBlock(extents, block, loc);
       }
+      free.push(r.frames);
       scanned += length;
       deps.onProgress?.({ device: run.spec.id, scanned, total: run.size });
     };

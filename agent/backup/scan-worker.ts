@@ -6,11 +6,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockIdentity } from '#core/format/crypto.ts';
-import { encodeFrame } from '#core/format/frame.ts';
+import { encodeFrameInto } from '#core/format/frame.ts';
 import { ZstdEncoder } from '#core/format/zstd-encoder.ts';
 
 export interface ScanSettings {
   readonly blockSize: number;
+  /** Size of every chunk buffer: framesRoom() of a chunk, so the frames of any chunk fit one. */
+  readonly bufferBytes: number;
   readonly idKey?: Uint8Array;
   readonly dataKey?: Uint8Array;
   readonly zstdLevel: number;
@@ -18,6 +20,7 @@ export interface ScanSettings {
 
 export interface ScanRequest {
   readonly id: number;
+  /** `bufferBytes` bytes; the worker keeps it (as its next frames buffer) and returns another. */
   readonly buf: ArrayBuffer;
   /** Bytes of `buf` that hold device data (the last chunk may be short). */
   readonly length: number;
@@ -38,12 +41,15 @@ export interface ChangedBlock {
 
 export interface ScanResult {
   readonly id: number;
-  readonly buf: ArrayBuffer;
+  /**
+   * A `bufferBytes` buffer holding the frames of the changed non-zero blocks, back to back. It is
+   * not the request's buffer: the worker swaps buffers (it keeps the request's as its next output),
+   * so a scan allocates no large buffer and the caller reuses this one for a later read.
+   */
+  readonly frames: ArrayBuffer;
   /** 8 bytes per block: the new change-tracking state of the chunk. */
   readonly state: ArrayBuffer;
   readonly changed: ChangedBlock[];
-  /** The frames of the changed non-zero blocks, back to back (one transfer per chunk). */
-  readonly frames: ArrayBuffer;
   readonly identities: ArrayBuffer;
 }
 
@@ -52,9 +58,11 @@ const idKey = settings.idKey ? Buffer.from(settings.idKey) : undefined;
 const dataKey = settings.dataKey ? Buffer.from(settings.dataKey) : undefined;
 const bs = settings.blockSize;
 const encoder = new ZstdEncoder(settings.zstdLevel, bs);
+/** Where the next chunk's frames go; swapped with each request's buffer. */
+let spare = new ArrayBuffer(settings.bufferBytes);
 
 function isZero(b: Buffer): boolean {
-  // 8-byte strides through a BigUint64 view when aligned; Buffer.compare against zeros is memcmp-fast too
+  // Buffer.equals is a memcmp
   return b.equals(zeroBlock.subarray(0, b.length));
 }
 const zeroBlock = Buffer.alloc(bs);
@@ -67,9 +75,10 @@ parentPort!.on('message', (req: ScanRequest) => {
   const state = Buffer.alloc(blocks * 8);
   const old = req.old ? Buffer.from(req.old) : undefined;
   const changed: ChangedBlock[] = [];
-  const frames: Buffer[] = [];
-  const ids: Buffer[] = [];
+  const out = Buffer.from(spare);
+  const ids = Buffer.alloc(blocks * 32);
   let framesLength = 0;
+  let idCount = 0;
   for (let i = 0; i < blocks; i++) {
     const block = data.subarray(i * bs, Math.min((i + 1) * bs, req.length));
     if (isZero(block)) {
@@ -81,33 +90,25 @@ parentPort!.on('message', (req: ScanRequest) => {
     const identity = blockIdentity(block, idKey);
     identity.copy(state, i * 8, 0, 8);
     if (old && old.compare(identity, 0, 8, i * 8, i * 8 + 8) === 0) continue;
-    const frame = encodeFrame(block, identity, { dataKey, encoder });
+    const frameLength = encodeFrameInto(block, identity, out, framesLength, { dataKey, encoder });
     changed.push({
       index: i,
       zero: false,
       frameOffset: framesLength,
-      frameLength: frame.length,
-      identityOffset: ids.length * 32,
+      frameLength,
+      identityOffset: idCount * 32,
     });
-    frames.push(frame);
-    ids.push(identity);
-    framesLength += frame.length;
+    identity.copy(ids, idCount * 32);
+    idCount++;
+    framesLength += frameLength;
   }
-  const framesBuf = new Uint8Array(framesLength);
-  let o = 0;
-  for (const f of frames) {
-    framesBuf.set(f, o);
-    o += f.length;
-  }
-  const idsBuf = new Uint8Array(ids.length * 32);
-  for (let k = 0; k < ids.length; k++) idsBuf.set(ids[k]!, k * 32);
   const result: ScanResult = {
     id: req.id,
-    buf: req.buf,
+    frames: spare,
     state: state.buffer as ArrayBuffer,
     changed,
-    frames: framesBuf.buffer,
-    identities: idsBuf.buffer,
+    identities: ids.buffer as ArrayBuffer,
   };
-  parentPort!.postMessage(result, [req.buf, result.state, result.frames, result.identities]);
+  spare = req.buf;
+  parentPort!.postMessage(result, [result.frames, result.state, result.identities]);
 });

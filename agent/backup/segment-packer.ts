@@ -2,6 +2,10 @@
  * Packs frames into segments of about `targetBytes` and writes each through the ObjectStore.
  * A finished segment is reported through `onDurable` only once the store says it is durable; the
  * next segment fills while the previous one is still uploading.
+ *
+ * `add` copies the frame into the open segment's batch buffer (about FLUSH_BYTES, written with one
+ * call when full) before it resolves, so the caller may reuse the frame's memory at once. Batch
+ * buffers are recycled: one per segment being written, reused once the store's `write` resolved.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -36,11 +40,11 @@ interface Open {
   readonly key: string;
   readonly writer: ObjectWriter;
   readonly entries: SegmentEntry[];
-  /** Bytes of the segment so far (written or waiting in `pending`). */
+  /** Bytes of the segment so far (written or waiting in `batch`). */
   size: number;
-  /** Frames not yet handed to the writer: written together, about FLUSH_BYTES at a time. */
-  pending: Uint8Array[];
-  pendingBytes: number;
+  /** Frames not yet handed to the writer, copied back to back: written together when full. */
+  batch: Buffer;
+  batchBytes: number;
 }
 
 const FLUSH_BYTES = 1024 * 1024;
@@ -51,6 +55,7 @@ export class SegmentPacker {
   private readonly opts: PackerOptions;
   private current: Open | undefined;
   private finishing: Promise<void>[] = [];
+  private readonly batches: Buffer[] = [];
   readonly durable: DurableSegment[] = [];
 
   constructor(store: ObjectStore, safe: string, opts: PackerOptions) {
@@ -59,22 +64,34 @@ export class SegmentPacker {
     this.opts = opts;
   }
 
+  /** Bytes after which a batch is written (smaller under a low --bwlimit, to keep it smooth). */
+  private get flushBytes(): number {
+    return Math.min(FLUSH_BYTES, this.opts.limiter?.capacity ?? FLUSH_BYTES);
+  }
+
   private async write(o: Open, b: Uint8Array): Promise<void> {
-    o.pending.push(b);
-    o.pendingBytes += b.length;
     o.size += b.length;
-    if (o.pendingBytes >= Math.min(FLUSH_BYTES, this.opts.limiter?.capacity ?? FLUSH_BYTES))
-      await this.flush(o);
+    if (o.batchBytes + b.length > o.batch.length) await this.flush(o);
+    if (b.length > o.batch.length) {
+      // larger than a batch (a big segment footer): written as it is
+      await this.send(o, [b], b.length);
+      return;
+    }
+    o.batch.set(b, o.batchBytes);
+    o.batchBytes += b.length;
+    if (o.batchBytes >= this.flushBytes) await this.flush(o);
   }
 
   private async flush(o: Open): Promise<void> {
-    if (o.pendingBytes === 0) return;
-    const batch = o.pending;
-    const bytes = o.pendingBytes;
-    o.pending = [];
-    o.pendingBytes = 0;
+    if (o.batchBytes === 0) return;
+    const bytes = o.batchBytes;
+    o.batchBytes = 0;
+    await this.send(o, [o.batch.subarray(0, bytes)], bytes);
+  }
+
+  private async send(o: Open, chunks: Uint8Array[], bytes: number): Promise<void> {
     if (this.opts.limiter) await this.opts.limiter.take(bytes);
-    await o.writer.write(batch);
+    await o.writer.write(chunks);
   }
 
   private async open(): Promise<Open> {
@@ -86,8 +103,8 @@ export class SegmentPacker {
       writer: this.store.openWriter(key),
       entries: [],
       size: 0,
-      pending: [],
-      pendingBytes: 0,
+      batch: this.batches.pop() ?? Buffer.allocUnsafeSlow(FLUSH_BYTES),
+      batchBytes: 0,
     };
     await this.write(o, segmentHeader(this.opts.encrypted));
     return o;
@@ -130,6 +147,7 @@ export class SegmentPacker {
     if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
     await this.write(o, segmentFooter(o.entries, o.size));
     await this.flush(o);
+    this.batches.push(o.batch);
     const info = await o.writer.finish();
     const d: DurableSegment = { id: o.id, key: o.key, bytes: info.size, entries: o.entries };
     this.durable.push(d);

@@ -14,7 +14,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { blockIdentity, IDENTITY_BYTES } from './crypto.ts';
-import type { ZstdEncoder } from './zstd-encoder.ts';
+import { type ZstdEncoder, zstdBound } from './zstd-encoder.ts';
 
 export const FRAME_HEADER_BYTES = 44;
 export const CODEC_RAW = 0;
@@ -41,33 +41,101 @@ export interface FrameOptions {
   readonly encoder?: ZstdEncoder;
 }
 
-function compress(plain: Uint8Array, opts: FrameOptions): Buffer | undefined {
-  if (opts.encoder) return opts.encoder.compress(plain);
-  return zstdCompressSync(plain, {
-    chunkSize: Math.max(64 * 1024, plain.length + 1024),
-    params: { [constants.ZSTD_c_compressionLevel]: opts.zstdLevel ?? 1, [constants.ZSTD_c_checksumFlag]: 0 },
-  });
+/** Frame bytes beyond the block itself in the worst case (header, and nonce and tag if encrypted). */
+export const FRAME_OVERHEAD = FRAME_HEADER_BYTES + NONCE + TAG;
+
+/**
+ * Output room for encodeFrameInto of a block of `plainLength` bytes. The frame it writes is at
+ * most plainLength + FRAME_OVERHEAD bytes (incompressible blocks are stored raw); the rest is
+ * scratch room for the compressor.
+ */
+export function frameRoom(plainLength: number): number {
+  return FRAME_OVERHEAD + zstdBound(plainLength);
+}
+
+/**
+ * Room for the frames of `blocks` consecutive blocks of at most `blockSize` bytes, `bytes` in
+ * all, written back to back by encodeFrameInto.
+ */
+export function framesRoom(bytes: number, blocks: number, blockSize: number): number {
+  return bytes + blocks * FRAME_OVERHEAD + (zstdBound(blockSize) - blockSize);
+}
+
+/**
+ * zstd(plain) into `out` at `offset` (at most `room` bytes); its length, or undefined when that
+ * is not shorter than the block (then it is stored raw).
+ */
+function compressInto(
+  plain: Uint8Array,
+  out: Buffer,
+  offset: number,
+  room: number,
+  opts: FrameOptions,
+): number | undefined {
+  let n: number | undefined;
+  if (opts.encoder) n = opts.encoder.compressInto(plain, out, offset, room);
+  else {
+    const z = zstdCompressSync(plain, {
+      chunkSize: Math.max(64 * 1024, plain.length + 1024),
+      params: {
+        [constants.ZSTD_c_compressionLevel]: opts.zstdLevel ?? 1,
+        [constants.ZSTD_c_checksumFlag]: 0,
+      },
+    });
+    if (z.length <= room) n = z.copy(out, offset);
+  }
+  return n !== undefined && n < plain.length ? n : undefined;
+}
+
+/**
+ * Encodes one block as a frame into `out` at `offset`; returns the frame's length. `identity` must
+ * be blockIdentity(plain, idKey); `out` must have frameRoom(plain.length) bytes from `offset` (the
+ * frame itself may be shorter: bytes past it are scratch and may have been overwritten).
+ * Unencrypted, nothing is allocated: the compressor writes straight into `out`.
+ */
+export function encodeFrameInto(
+  plain: Uint8Array,
+  identity: Uint8Array,
+  out: Buffer,
+  offset: number,
+  opts: FrameOptions = {},
+): number {
+  if (out.length - offset < frameRoom(plain.length)) throw new RangeError('frame output room too small');
+  const encrypted = opts.dataKey !== undefined;
+  const bodyAt = offset + FRAME_HEADER_BYTES + (encrypted ? NONCE : 0);
+  const z = compressInto(plain, out, bodyAt, out.length - bodyAt - (encrypted ? TAG : 0), opts);
+  const useZstd = z !== undefined;
+  const bodyLength = useZstd ? z : plain.length;
+  const payloadLength = encrypted ? NONCE + bodyLength + TAG : bodyLength;
+  out.writeUInt32LE(payloadLength, offset);
+  out.writeUInt32LE(plain.length, offset + 4);
+  out[offset + 8] = useZstd ? CODEC_ZSTD : CODEC_RAW;
+  out[offset + 9] = encrypted ? FLAG_ENCRYPTED : 0;
+  out[offset + 10] = 0;
+  out[offset + 11] = 0;
+  out.set(identity.subarray(0, IDENTITY_BYTES), offset + 12);
+  if (!encrypted) {
+    if (!useZstd) out.set(plain, bodyAt);
+    return FRAME_HEADER_BYTES + payloadLength;
+  }
+  const nonce = randomBytes(NONCE);
+  nonce.copy(out, offset + FRAME_HEADER_BYTES);
+  const c = createCipheriv('aes-256-gcm', opts.dataKey!, nonce);
+  c.setAAD(out.subarray(offset, offset + FRAME_HEADER_BYTES));
+  const body = useZstd ? out.subarray(bodyAt, bodyAt + bodyLength) : plain;
+  // GCM is a stream cipher: the ciphertext is as long as the body and replaces it in place
+  let o = bodyAt;
+  o += c.update(body).copy(out, o);
+  o += c.final().copy(out, o);
+  c.getAuthTag().copy(out, o);
+  return FRAME_HEADER_BYTES + payloadLength;
 }
 
 /** Encodes one block as a frame; `identity` must be blockIdentity(plain, idKey). */
 export function encodeFrame(plain: Uint8Array, identity: Uint8Array, opts: FrameOptions = {}): Buffer {
-  const z = compress(plain, opts);
-  const useZstd = z !== undefined && z.length < plain.length;
-  const body = useZstd ? z : Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
-  const header = Buffer.alloc(FRAME_HEADER_BYTES);
-  const encrypted = opts.dataKey !== undefined;
-  const payloadLength = encrypted ? NONCE + body.length + TAG : body.length;
-  header.writeUInt32LE(payloadLength, 0);
-  header.writeUInt32LE(plain.length, 4);
-  header[8] = useZstd ? CODEC_ZSTD : CODEC_RAW;
-  header[9] = encrypted ? FLAG_ENCRYPTED : 0;
-  Buffer.from(identity.buffer, identity.byteOffset, IDENTITY_BYTES).copy(header, 12);
-  if (!encrypted) return Buffer.concat([header, body]);
-  const nonce = randomBytes(NONCE);
-  const c = createCipheriv('aes-256-gcm', opts.dataKey!, nonce);
-  c.setAAD(header);
-  const ct = Buffer.concat([c.update(body), c.final()]);
-  return Buffer.concat([header, nonce, ct, c.getAuthTag()]);
+  const out = Buffer.allocUnsafe(frameRoom(plain.length));
+  const n = encodeFrameInto(plain, identity, out, 0, opts);
+  return Buffer.from(out.subarray(0, n));
 }
 
 export function readFrameHeader(buf: Uint8Array, offset = 0): FrameHeader {

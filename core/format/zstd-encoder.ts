@@ -23,29 +23,49 @@ interface NativeHandle {
 
 type Engine = ReturnType<typeof createZstdCompress> & { _handle: NativeHandle; _writeState: Uint32Array };
 
+/**
+ * Room that compressing `n` bytes may need (at least zstd's ZSTD_COMPRESSBOUND): with this much
+ * output space a frame always completes in one call.
+ */
+export function zstdBound(n: number): number {
+  return n + (n >> 7) + 4096;
+}
+
 export class ZstdEncoder {
   private readonly level: number;
-  private readonly out: Buffer;
+  private readonly maxInput: number;
+  private out: Buffer | undefined;
   private engine: Engine;
 
-  /** `maxInput`: the largest block that will be passed (the output buffer holds its worst case). */
+  /** `maxInput`: the largest block that will be passed. */
   constructor(level: number, maxInput: number) {
     this.level = level;
-    this.out = Buffer.allocUnsafe(maxInput + (maxInput >> 7) + 4096);
+    this.maxInput = maxInput;
     this.engine = this.newEngine();
   }
 
   private newEngine(): Engine {
     return createZstdCompress({
-      chunkSize: this.out.length,
+      chunkSize: zstdBound(this.maxInput),
       params: { [constants.ZSTD_c_compressionLevel]: this.level, [constants.ZSTD_c_checksumFlag]: 0 },
     }) as Engine;
   }
 
   /** One zstd frame holding `input`, or undefined when it would not fit the output buffer. */
   compress(input: Uint8Array): Buffer | undefined {
+    this.out ??= Buffer.allocUnsafe(zstdBound(this.maxInput));
+    const n = this.compressInto(input, this.out, 0, this.out.length);
+    return n === undefined ? undefined : Buffer.from(this.out.subarray(0, n));
+  }
+
+  /**
+   * Writes one zstd frame holding `input` into `out` at `offset`, using at most `room` bytes (give
+   * it zstdBound(input.length) to be sure it fits). Returns its length, or undefined when it did not
+   * fit. Nothing is allocated: this is the scan workers' per-block path.
+   */
+  compressInto(input: Uint8Array, out: Uint8Array, offset: number, room: number): number | undefined {
     const e = this.engine;
-    e._handle.writeSync(constants.ZSTD_e_end, input, 0, input.length, this.out, 0, this.out.length);
+    e._handle.writeSync(constants.ZSTD_e_end, input, 0, input.length, out as Buffer, offset, room);
     const availOut = e._writeState[0]!;
     const availIn = e._writeState[1]!;
     if (availIn !== 0 || availOut === 0) {
@@ -54,7 +74,7 @@ export class ZstdEncoder {
       this.engine = this.newEngine();
       return undefined;
     }
-    return Buffer.from(this.out.subarray(0, this.out.length - availOut));
+    return room - availOut;
   }
 
   close(): void {
