@@ -41,9 +41,20 @@ program
   .command('list')
   .description('list the recovery points of a safe, oldest first')
   .requiredOption('--safe <dir|s3://bucket/prefix>', 'the Disk Safe')
+  .option(
+    '--remote [function]',
+    'ask the offsite catalog instead of reading the safe (query function name; default $CDP_QUERY_FUNCTION)',
+  )
   .option('--json', 'print JSON')
   .action(async (o) => {
-    process.exitCode = await listCommand(o);
+    if (o.remote === undefined) {
+      process.exitCode = await listCommand(o);
+      return;
+    }
+    const remote = o.remote === true ? process.env.CDP_QUERY_FUNCTION : o.remote;
+    if (!remote) throw new CdpError('E_USAGE', '--remote needs a function name or $CDP_QUERY_FUNCTION');
+    const { listRemoteCommand } = await import('./commands/list-remote.ts');
+    process.exitCode = await listRemoteCommand({ ...o, remote });
   });
 
 try {

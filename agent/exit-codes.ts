@@ -13,6 +13,8 @@ export const EXIT = {
   conflict: 5,
   /** The RP was committed but the post-snapshot command failed. */
   postSnapshot: 6,
+  /** The offsite query function failed or could not be reached (`list --remote`). */
+  remote: 7,
 } as const;
 
 export function exitCodeFor(code: string | undefined): number {
@@ -27,6 +29,8 @@ export function exitCodeFor(code: string | undefined): number {
     case 'E_CORRUPT_BLOCK':
     case 'E_NOT_FOUND':
       return EXIT.safe;
+    case 'E_REMOTE':
+      return EXIT.remote;
     case 'E_CONFLICT':
       return EXIT.conflict;
     case 'E_POST_SNAPSHOT':

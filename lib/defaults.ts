@@ -21,6 +21,16 @@ export const DEFAULTS = {
   ingestTimeout: Duration.seconds(60),
   ingestMemoryMiB: 512,
   ingestBatchSize: 10,
+  /** Every safe's RPO target unless the catalog sets another; the lag alarm fires past it. */
+  defaultRpo: Duration.hours(1),
+  /** How often the RPO monitor measures replication lag. */
+  monitorInterval: Duration.minutes(1),
+  /** The monitor's and the query function's limits. */
+  monitorTimeout: Duration.seconds(30),
+  queryTimeout: Duration.seconds(10),
+  smallFunctionMemoryMiB: 256,
+  /** CloudWatch namespace of the product's metrics (Powertools EMF). */
+  metricsNamespace: 'CdpOffsite',
   /** Prefix under which agents upload; only these objects produce ingest events. */
   safesPrefix: SAFES_PREFIX,
 } as const;

@@ -1,9 +1,11 @@
-import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, type Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import { Key } from 'aws-cdk-lib/aws-kms';
+import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
 import { CatalogTable } from './constructs/catalog-table.ts';
 import { CdpFunction } from './constructs/cdp-function.ts';
 import { IngestPipeline } from './constructs/ingest-pipeline.ts';
+import { RpoMonitor } from './constructs/rpo-monitor.ts';
 import { SafesBucket } from './constructs/safes-bucket.ts';
 import { DEFAULTS } from './defaults.ts';
 
@@ -13,6 +15,11 @@ export interface OffsiteStackProps extends StackProps {
    * @default - RemovalPolicy.RETAIN: backups and their catalog outlive the stack
    */
   readonly dataRemovalPolicy?: RemovalPolicy;
+  /**
+   * RPO target of every safe that does not set its own in the catalog.
+   * @default - DEFAULTS.defaultRpo (1 hour)
+   */
+  readonly defaultRpo?: Duration;
 }
 
 /** Names of the stack outputs; the local harness and the agent read these. */
@@ -23,9 +30,12 @@ export const OUTPUTS = {
   dlqUrl: 'IngestDeadLetterQueueUrl',
   ingestFunction: 'IngestFunctionName',
   keyArn: 'DataKeyArn',
+  monitorFunction: 'MonitorFunctionName',
+  queryFunction: 'QueryFunctionName',
+  rpoAlarm: 'RpoAlarmName',
 } as const;
 
-/** The offsite tier: safes bucket, catalog, ingest pipeline and its function. */
+/** The offsite tier: safes bucket, catalog, ingest pipeline with the index function, RPO monitor, query function. */
 export class OffsiteStack extends Stack {
   constructor(scope: Construct, id: string, props: OffsiteStackProps = {}) {
     super(scope, id, props);
@@ -56,11 +66,31 @@ export class OffsiteStack extends Stack {
     safes.bucket.grantRead(ingestFn);
     ingest.addConsumer(ingestFn, DEFAULTS.ingestBatchSize);
 
+    const defaultRpo = props.defaultRpo ?? DEFAULTS.defaultRpo;
+    const monitor = new RpoMonitor(this, 'Rpo', { catalog: catalog.table, defaultRpo });
+    const queryFn = new CdpFunction(this, 'QueryFunction', {
+      entry: 'functions/query/handler.ts',
+      serviceName: 'cdp-query',
+      timeout: DEFAULTS.queryTimeout,
+      memoryMiB: DEFAULTS.smallFunctionMemoryMiB,
+      environment: {
+        CATALOG_TABLE: catalog.table.tableName,
+        DEFAULT_RPO_SECONDS: String(defaultRpo.toSeconds()),
+      },
+    }).fn;
+    catalog.table.grantReadData(queryFn);
+    // IAM-authorized URL (lambda:InvokeFunctionUrl). No stack output for it: GetFunctionUrlConfig
+    // gives it, and the local emulator cannot resolve one.
+    queryFn.addFunctionUrl({ authType: FunctionUrlAuthType.AWS_IAM });
+
     new CfnOutput(this, OUTPUTS.bucket, { value: safes.bucket.bucketName });
     new CfnOutput(this, OUTPUTS.table, { value: catalog.table.tableName });
     new CfnOutput(this, OUTPUTS.queueUrl, { value: ingest.queue.queueUrl });
     new CfnOutput(this, OUTPUTS.dlqUrl, { value: ingest.deadLetterQueue.queueUrl });
     new CfnOutput(this, OUTPUTS.ingestFunction, { value: ingestFn.functionName });
     new CfnOutput(this, OUTPUTS.keyArn, { value: key.keyArn });
+    new CfnOutput(this, OUTPUTS.monitorFunction, { value: monitor.fn.functionName });
+    new CfnOutput(this, OUTPUTS.queryFunction, { value: queryFn.functionName });
+    new CfnOutput(this, OUTPUTS.rpoAlarm, { value: monitor.alarm.alarmName });
   }
 }

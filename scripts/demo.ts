@@ -3,19 +3,24 @@
  *   1. start a moto server and deploy the synthesized CDK stack into it (outputs printed);
  *   2. generate a 64 MiB disk image and back it up with the real agent into the stack's bucket
  *      (full), rewrite 1% of it and back it up again (incremental); list the recovery points;
- *   3. run the ingest Lambda under the local event-source-mapping runner: every uploaded object
- *      is recorded in the catalog;
- *   4. read both recovery points back from S3 and check them byte for byte against the images.
- * Later issues add the index, compaction and restore functions to this loop.
+ *   3. run the index Lambda under the local event-source-mapping runner: it validates each
+ *      manifest (without reading block data) and commits both RPs in the DynamoDB catalog; the
+ *      agent's `list --remote` shows them through the query Lambda;
+ *   4. run the RPO monitor Lambda: the replication-lag metric it publishes is read back from the
+ *      local CloudWatch, next to the RPO alarm;
+ *   5. read both recovery points back from S3 and check them byte for byte against the images.
+ * Later issues add the compaction and restore functions to this loop.
  *   --keep   leave the server running afterwards (stop it with `npm run cloud:stop`)
  *   --json   print one JSON summary at the end
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { DescribeAlarmsCommand, GetMetricStatisticsCommand } from '@aws-sdk/client-cloudwatch';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { DynamoDbUploadLog } from '../adapters/dynamodb-upload-log.ts';
+import { DynamoDbCatalog } from '../adapters/dynamodb-catalog.ts';
 import { S3ObjectStore } from '../adapters/s3-store.ts';
 import { makeImage, mutateImage } from '../bench/images.ts';
 import { SafeReader } from '../core/safe-reader.ts';
@@ -35,13 +40,18 @@ const say = (s: string): void => {
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const agentBin = fileURLToPath(new URL('../agent/bin/cdp-agent.ts', import.meta.url));
 
-function agent(args: string[], env: Record<string, string>): string {
-  const r = spawnSync(process.execPath, [agentBin, ...args], {
-    env: { ...process.env, ...env },
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`cdp-agent ${args[0]} failed (exit ${r.status}): ${r.stderr}`);
-  return r.stdout;
+/** Runs the real agent without blocking this process (which serves the local Invoke API). */
+async function agent(args: string[], env: Record<string, string>): Promise<string> {
+  try {
+    const r = await promisify(execFile)(process.execPath, [agentBin, ...args], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    });
+    return r.stdout;
+  } catch (e) {
+    const err = e as { code?: number; stderr?: string };
+    throw new Error(`cdp-agent ${args[0]} failed (exit ${err.code}): ${err.stderr}`);
+  }
 }
 
 const t0 = Date.now();
@@ -66,25 +76,77 @@ try {
   const common = ['--safe', safe, '--device', img, '--state-dir', `${work}/agent-state`];
   say(`\n2. backup of a 64 MiB image into ${safe}`);
   const rp1Hash = sha(readFileSync(img));
-  say(`   ${agent(['backup', ...common], env).trim()}`);
+  say(`   ${(await agent(['backup', ...common], env)).trim()}`);
   const m = mutateImage(img, 1, 7);
   say(`   rewrote 1% of the image (${(m.distinctBytes / 2 ** 20).toFixed(2)} MiB in scattered writes)`);
   const rp2Hash = sha(readFileSync(img));
-  say(`   ${agent(['backup', ...common], env).trim()}`);
-  say(agent(['list', '--safe', safe], env).replace(/^/gm, '   ').trimEnd());
+  say(`   ${(await agent(['backup', ...common], env)).trim()}`);
+  say((await agent(['list', '--safe', safe], env)).replace(/^/gm, '   ').trimEnd());
 
-  const fns = await startLocalFunctions(d, { logDir: `${stateDir}/logs` });
+  const logDir = `${work}/logs`;
+  const fns = await startLocalFunctions(d, { logDir });
   const batches = await fns.drain();
-  await fns.close();
   const c = cloudClients(profile);
-  const log = new DynamoDbUploadLog(DynamoDBDocumentClient.from(c.ddb), d.outputs[OUTPUTS.table]!);
-  const recorded = await log.listObjects('demo');
-  const counts = new Map<string, number>();
-  for (const o of recorded) counts.set(o.kind, (counts.get(o.kind) ?? 0) + 1);
-  const byKind = [...counts.entries()];
-  const quarantined = await log.listQuarantined();
+  const catalog = new DynamoDbCatalog(DynamoDBDocumentClient.from(c.ddb), d.outputs[OUTPUTS.table]!);
+  const rps = await catalog.listRps('demo');
+  const quarantined = await catalog.listQuarantined();
+  const ingestId = d.functions.find((f) => f.functionName === d.outputs[OUTPUTS.ingestFunction])!.logicalId;
+  const ingestLog = readFileSync(`${logDir}/${ingestId}.log`, 'utf8');
+  const writes = ingestLog
+    .split('\n')
+    .filter((l) => l.includes('"recovery point committed"'))
+    .map(
+      (l) =>
+        JSON.parse(l) as { rp: number; segments: number; catalogWrites: { requests: number; items: number } },
+    );
   say(
-    `\n3. ingest Lambda: ${batches.length} batch(es) → catalog: ${byKind.map(([k, n]) => `${n} ${k}`).join(', ')}; ${quarantined.length} quarantined`,
+    `\n3. index Lambda: ${batches.length} batch(es) → catalog: ${rps.map((r) => `RP ${r.rp} ${r.state}`).join(', ')}; ${quarantined.length} quarantined`,
+  );
+  for (const w of writes) {
+    say(
+      `   RP ${w.rp}: ${w.segments} new segment(s) → ${w.catalogWrites.items} catalog item writes in ${w.catalogWrites.requests} requests`,
+    );
+  }
+  const invoke = await fns.serveInvoke();
+  const queryFn = d.outputs[OUTPUTS.queryFunction]!;
+  say(`   cdp-agent list --remote ${queryFn}:`);
+  say(
+    (
+      await agent(['list', '--safe', safe, '--remote', queryFn], {
+        ...env,
+        AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint,
+      })
+    )
+      .replace(/^/gm, '     ')
+      .trimEnd(),
+  );
+
+  const report = (await fns.invoke(d.outputs[OUTPUTS.monitorFunction]!, {})) as {
+    safes: { safe: string; lagSeconds: number; rpoTargetSeconds: number; breached: boolean }[];
+  };
+  await fns.close();
+  const lagNow = report.safes.find((x) => x.safe === 'demo');
+  const stats = await c.cloudwatch.send(
+    new GetMetricStatisticsCommand({
+      Namespace: 'CdpOffsite',
+      MetricName: 'ReplicationLagSeconds',
+      Dimensions: [
+        { Name: 'service', Value: 'cdp-monitor' },
+        { Name: 'Safe', Value: 'demo' },
+      ],
+      StartTime: new Date(Date.now() - 600_000),
+      EndTime: new Date(Date.now() + 60_000),
+      Period: 60,
+      Statistics: ['Maximum'],
+    }),
+  );
+  const lagMetric = stats.Datapoints?.[0]?.Maximum;
+  // moto skips the alarm resource (the deploy harness re-creates it), so find it by its metric.
+  const alarms = await c.cloudwatch.send(new DescribeAlarmsCommand({ AlarmNamePrefix: d.stackName }));
+  const alarm = alarms.MetricAlarms?.find((a) => a.MetricName === 'SafesOverRpo');
+  say(
+    `\n4. RPO monitor Lambda: safe demo lag ${lagNow?.lagSeconds} s (target ${lagNow?.rpoTargetSeconds} s${lagNow?.breached ? ', BREACHED' : ''}); ` +
+      `CloudWatch CdpOffsite/ReplicationLagSeconds{Safe=demo} = ${lagMetric ?? 'missing'}; alarm ${alarm?.AlarmName} fires when ${alarm?.MetricName} > ${alarm?.Threshold} or the monitor goes silent (missing data: ${alarm?.TreatMissingData})`,
   );
 
   const reader = new SafeReader(new S3ObjectStore(c.s3, bucket, 'safes/demo', 'demo'), 'demo');
@@ -93,16 +155,25 @@ try {
   const v1 = await check(1, rp1Hash);
   const v2 = await check(2, rp2Hash);
   say(
-    `\n4. read back from S3: RP 1 ${v1 ? 'matches' : 'DIFFERS FROM'} the image, RP 2 ${v2 ? 'matches' : 'DIFFERS FROM'} the image`,
+    `\n5. read back from S3: RP 1 ${v1 ? 'matches' : 'DIFFERS FROM'} the image, RP 2 ${v2 ? 'matches' : 'DIFFERS FROM'} the image`,
   );
-  ok = v1 && v2 && recorded.length > 0 && quarantined.length === 0;
+  ok =
+    v1 &&
+    v2 &&
+    rps.map((r) => r.state).join() === 'committed,committed' &&
+    quarantined.length === 0 &&
+    lagMetric !== undefined &&
+    alarm !== undefined;
   if (json)
     console.log(
       JSON.stringify(
         {
           endpoint: server.endpoint,
           outputs: d.outputs,
-          catalog: Object.fromEntries(byKind),
+          catalog: rps.map((r) => ({ rp: r.rp, state: r.state, segments: r.segmentCount })),
+          catalogWrites: writes.map((w) => ({ rp: w.rp, segments: w.segments, ...w.catalogWrites })),
+          lag: lagNow,
+          lagMetric,
           verified: { rp1: v1, rp2: v2 },
           ok,
         },

@@ -1,41 +1,83 @@
 /**
- * Ingest function: S3 Object Created events arrive through EventBridge and SQS. Each record is
- * handled on its own; failures are reported per record (ReportBatchItemFailures) so SQS retries
- * only those and redrives poison messages to the DLQ.
+ * Index function: S3 Object Created events arrive through EventBridge and SQS. Each record is
+ * handled on its own (index-manifest.ts); failures are reported per record
+ * (ReportBatchItemFailures) so SQS retries only those and redrives poison messages to the DLQ.
+ * An RP waiting for its parent is such a failure: it is retried, not rejected.
  */
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { DynamoDbUploadLog } from '#adapters/dynamodb-upload-log.ts';
+import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
+import { S3ObjectStore } from '#adapters/s3-store.ts';
 import { parseObjectCreated } from '#core/s3-event.ts';
-import { makeDocumentClient } from '../commons/clients.ts';
+import { makeDocumentClient, makeS3Client } from '../commons/clients.ts';
 import { requireEnv } from '../commons/env.ts';
-import { logger } from '../commons/powertools.ts';
-import { recordArrival } from './record-arrival.ts';
+import { logger, metrics } from '../commons/powertools.ts';
+import { handleArrival, type IndexOutcome, ParentPendingError } from './index-manifest.ts';
 
+const bucket = requireEnv('SAFES_BUCKET');
+const s3 = makeS3Client();
+const catalog = new DynamoDbCatalog(makeDocumentClient(), requireEnv('CATALOG_TABLE'));
 const deps = {
-  uploads: new DynamoDbUploadLog(makeDocumentClient(), requireEnv('CATALOG_TABLE')),
-  bucket: requireEnv('SAFES_BUCKET'),
+  catalog,
+  bucket,
+  storeFor: (safe: string) => new S3ObjectStore(s3, bucket, `safes/${safe}`, safe),
+  now: () => new Date(),
 };
 const processor = new BatchProcessor(EventType.SQS);
 
+function report(o: IndexOutcome, catalogWrites?: { requests: number; items: number }): void {
+  switch (o.outcome) {
+    case 'committed': {
+      metrics.addMetric('RecoveryPointsCommitted', MetricUnit.Count, 1);
+      const lag = metrics.singleMetric();
+      lag.addDimension('Safe', o.safe);
+      lag.addMetric('ReplicationLagSeconds', MetricUnit.Seconds, o.lagSeconds);
+      logger.info('recovery point committed', { ...o, children: undefined, catalogWrites });
+      for (const c of o.children) report(c);
+      break;
+    }
+    case 'quarantined':
+      metrics.addMetric('UploadsQuarantined', MetricUnit.Count, 1);
+      logger.warn('upload quarantined', o);
+      break;
+    default:
+      logger.info('object arrival', o);
+  }
+}
+
 async function handleRecord(record: SQSRecord): Promise<void> {
+  const before = { ...catalog.writes };
   try {
     const event = parseObjectCreated(record.body, `SQS message ${record.messageId}`);
-    const result = await recordArrival(deps, event);
-    logger.info('object arrival', { key: event.detail.object.key, ...result });
-  } catch (error) {
-    logger.error('record failed; SQS will retry it, then redrive it to the DLQ', {
-      messageId: record.messageId,
-      receiveCount: record.attributes.ApproximateReceiveCount,
-      error,
+    const outcome = await handleArrival(deps, event);
+    report(outcome, {
+      requests: catalog.writes.requests - before.requests,
+      items: catalog.writes.items - before.items,
     });
+  } catch (error) {
+    if (error instanceof ParentPendingError) {
+      metrics.addMetric('RecoveryPointsWaiting', MetricUnit.Count, 1);
+      logger.info('recovery point waits for its parent; SQS will retry it', { message: error.message });
+    } else {
+      logger.error('record failed; SQS will retry it, then redrive it to the DLQ', {
+        messageId: record.messageId,
+        receiveCount: record.attributes.ApproximateReceiveCount,
+        error,
+      });
+    }
     throw error;
   }
 }
 
 export const handler = middy(
   async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> =>
-    processPartialResponse(event, handleRecord, processor, { context }),
-).use(injectLambdaContext(logger));
+    // In order: a parent listed before its child in one batch commits first, and the catalog
+    // write counts logged per record are exact.
+    processPartialResponse(event, handleRecord, processor, { context, processInParallel: false }),
+)
+  .use(injectLambdaContext(logger))
+  .use(logMetrics(metrics));

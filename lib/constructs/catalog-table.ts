@@ -1,7 +1,8 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
-import { AttributeType, BillingMode, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
+import { AttributeType, BillingMode, ProjectionType, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
+import { CATALOG_INDEX_BY_TIME } from '../../core/ports/catalog.ts';
 
 export interface CatalogTableProps {
   /** Key that encrypts the table at rest. */
@@ -33,6 +34,13 @@ export class CatalogTable extends Construct {
       encryptionKey: props.encryptionKey,
       deletionProtection: removalPolicy === RemovalPolicy.RETAIN,
       removalPolicy,
+    });
+    // Sparse: only committed RPs carry gsi1pk. Answers "the RP at or before time T" in one query.
+    this.table.addGlobalSecondaryIndex({
+      indexName: CATALOG_INDEX_BY_TIME,
+      partitionKey: { name: 'gsi1pk', type: AttributeType.STRING },
+      sortKey: { name: 'gsi1sk', type: AttributeType.STRING },
+      projectionType: ProjectionType.ALL,
     });
   }
 }

@@ -51,6 +51,7 @@ export class CdpFunction extends Construct {
       loggingFormat: LoggingFormat.JSON,
       environment: {
         POWERTOOLS_SERVICE_NAME: props.serviceName,
+        POWERTOOLS_METRICS_NAMESPACE: DEFAULTS.metricsNamespace,
         NODE_OPTIONS: '--enable-source-maps',
         ...props.environment,
       },

@@ -21,9 +21,11 @@ export interface FunctionSpec {
 
 export class FunctionError extends Error {
   readonly errorType: string;
+  readonly errorMessage: string;
   constructor(functionName: string, errorType: string, message: string) {
     super(`${functionName} failed: ${errorType}: ${message}`);
     this.errorType = errorType;
+    this.errorMessage = message;
   }
 }
 

@@ -3,15 +3,24 @@
  * environment from GetFunctionConfiguration) and one QueuePoller per SQS event source mapping.
  */
 import { createWriteStream, mkdirSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { GetFunctionConfigurationCommand } from '@aws-sdk/client-lambda';
 import { cloudClients, cloudEnv } from './clients.ts';
 import type { Deployment } from './deploy.ts';
+import { EmfBridge } from './emf-bridge.ts';
 import { type BatchOutcome, QueuePoller } from './esm-runner.ts';
 import { FunctionHost } from './function-host.ts';
+import { type InvokeServer, startInvokeServer } from './invoke-server.ts';
 
 export interface LocalFunctions {
   readonly hosts: ReadonlyMap<string, FunctionHost>;
   readonly pollers: readonly QueuePoller[];
+  /** Publishes the functions' EMF metrics to the emulator's CloudWatch, as CloudWatch Logs would. */
+  readonly metrics: EmfBridge;
+  /** Invokes a function by logical id or name (RequestResponse), as `lambda invoke` would. */
+  invoke(fn: string, event: unknown): Promise<unknown>;
+  /** Serves the Lambda Invoke API for the stack's functions (AWS_ENDPOINT_URL_LAMBDA points at it). */
+  serveInvoke(): Promise<InvokeServer>;
   /** Polls every mapping until no queue has a visible message; returns the batches processed. */
   drain(maxRounds?: number): Promise<BatchOutcome[]>;
   close(): Promise<void>;
@@ -23,6 +32,8 @@ export async function startLocalFunctions(
 ): Promise<LocalFunctions> {
   const c = cloudClients(d.profile);
   const hosts = new Map<string, FunctionHost>();
+  const metrics = new EmfBridge(c.cloudwatch);
+  const servers: InvokeServer[] = [];
   if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
   for (const f of d.functions) {
     const cfg = await c.lambda.send(new GetFunctionConfigurationCommand({ FunctionName: f.functionName }));
@@ -36,9 +47,16 @@ export async function startLocalFunctions(
       LAMBDA_TASK_ROOT: f.bundleDir,
       TZ: 'UTC',
     };
-    const logSink = opts.logDir
+    const file = opts.logDir
       ? createWriteStream(`${opts.logDir}/${f.logicalId}.log`, { flags: 'a' })
       : undefined;
+    const logSink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        metrics.push(chunk.toString('utf8'));
+        if (file) file.write(chunk, done);
+        else done();
+      },
+    });
     hosts.set(f.logicalId, new FunctionHost({ ...f, env, logSink }));
   }
   const pollers = d.mappings.map((m) => {
@@ -46,9 +64,21 @@ export async function startLocalFunctions(
     if (!host) throw new Error(`mapping ${m.logicalId}: function ${m.functionLogicalId} is not in the stack`);
     return new QueuePoller(c.sqs, m, (e) => host.invoke(e), d.profile.region);
   });
+  const hostOf = (fn: string): FunctionHost => {
+    const h = hosts.get(fn) ?? [...hosts.values()].find((x) => x.spec.functionName === fn);
+    if (!h) throw new Error(`function ${fn} is not in the stack`);
+    return h;
+  };
   return {
     hosts,
     pollers,
+    metrics,
+    invoke: (fn, event) => hostOf(fn).invoke(event),
+    async serveInvoke() {
+      const s = await startInvokeServer(hosts.values());
+      servers.push(s);
+      return s;
+    },
     async drain(maxRounds = 100) {
       const out: BatchOutcome[] = [];
       for (let round = 0; round < maxRounds; round++) {
@@ -61,7 +91,9 @@ export async function startLocalFunctions(
     },
     async close() {
       for (const p of pollers) p.stop();
+      await Promise.all(servers.map((s) => s.close()));
       await Promise.all([...hosts.values()].map((h) => h.close()));
+      await metrics.flush();
     },
   };
 }

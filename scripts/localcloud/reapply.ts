@@ -11,6 +11,7 @@ import {
   UpdateContinuousBackupsCommand,
   UpdateTableCommand,
 } from '@aws-sdk/client-dynamodb';
+import { CreateFunctionUrlConfigCommand, GetFunctionUrlConfigCommand } from '@aws-sdk/client-lambda';
 import {
   type BucketLifecycleConfiguration,
   GetBucketEncryptionCommand,
@@ -299,6 +300,25 @@ export const DROPPED_PROPERTIES: readonly DroppedProperty[] = [
           ComparisonOperator: p.ComparisonOperator as never,
           EvaluationPeriods: Number(p.EvaluationPeriods),
           TreatMissingData: p.TreatMissingData as string | undefined,
+        }),
+      );
+    },
+  },
+  {
+    // moto's CloudFormation has no AWS::Lambda::Url (and fails on outputs that GetAtt one, so the
+    // stack exports no URL output: GetFunctionUrlConfig gives the URL).
+    resourceType: 'AWS::Lambda::Url',
+    property: '*',
+    async inEffect(c, t) {
+      const fn = String(t.props.TargetFunctionArn);
+      const r = await orUndefined(c.lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: fn })));
+      return r?.AuthType === t.props.AuthType;
+    },
+    async apply(c, t) {
+      await c.lambda.send(
+        new CreateFunctionUrlConfigCommand({
+          FunctionName: String(t.props.TargetFunctionArn),
+          AuthType: t.props.AuthType as 'AWS_IAM',
         }),
       );
     },

@@ -72,7 +72,9 @@ describe('OffsiteStack security defaults', () => {
     expect(
       types.filter((t) => t.startsWith('Custom::') || t === 'AWS::CloudFormation::CustomResource'),
     ).toEqual([]);
-    expect(types).not.toContain('AWS::Lambda::Permission');
+    // The only invoke permission is the RPO schedule's (events.amazonaws.com); S3 notifications add none.
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission'));
+    expect(permissions.map((p) => p.Properties.Principal)).toEqual(['events.amazonaws.com']);
   });
 
   it('keeps data on stack deletion', () => {
@@ -145,5 +147,57 @@ describe('OffsiteStack security defaults', () => {
     expect(actions).toContain('s3:GetObject*');
     expect(actions).not.toContain('s3:DeleteObject*');
     expect(actions).not.toContain('s3:PutObject');
+  });
+
+  it('indexes committed RPs by capture time in a sparse GSI', () => {
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      GlobalSecondaryIndexes: [
+        {
+          IndexName: 'byTime',
+          KeySchema: [
+            { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+            { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        },
+      ],
+    });
+  });
+
+  it('measures replication lag every minute and alarms past the RPO target or when the monitor is silent', () => {
+    template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          POWERTOOLS_SERVICE_NAME: 'cdp-monitor',
+          POWERTOOLS_METRICS_NAMESPACE: 'CdpOffsite',
+          DEFAULT_RPO_SECONDS: '3600',
+        }),
+      },
+    });
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'CdpOffsite',
+      MetricName: 'SafesOverRpo',
+      Dimensions: [{ Name: 'service', Value: 'cdp-monitor' }],
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+      TreatMissingData: 'breaching',
+    });
+  });
+
+  it('exposes the query function through an IAM-authorized URL, read-only on the catalog', () => {
+    template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'AWS_IAM' });
+    const fns = template.findResources('AWS::Lambda::Function', {
+      Properties: { Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'cdp-query' }) } },
+    });
+    const role = Object.values(fns)[0]!.Properties.Role['Fn::GetAtt'][0] as string;
+    const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
+      (p.Properties.Roles as { Ref: string }[]).some((r) => r.Ref === role),
+    );
+    const actions = policies.flatMap((p) =>
+      (p.Properties.PolicyDocument.Statement as { Action: string | string[] }[]).flatMap((s) => s.Action),
+    );
+    expect(actions).toContain('dynamodb:Query');
+    expect(actions.filter((a) => /Put|Update|Delete|Write/.test(a))).toEqual([]);
   });
 });

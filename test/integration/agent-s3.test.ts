@@ -1,6 +1,6 @@
 /**
  * The real agent backs up into the deployed stack's bucket in moto: the full and the incremental
- * read back exactly through S3, and the ingest function records every uploaded object in the catalog.
+ * read back exactly through S3, and the index function commits both RPs in the catalog.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoDbUploadLog } from '#adapters/dynamodb-upload-log.ts';
+import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
 import { S3ObjectStore } from '#adapters/s3-store.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { OUTPUTS } from '../../lib/offsite-stack.ts';
@@ -33,7 +33,7 @@ beforeAll(async () => {
 afterAll(async () => fns?.close());
 
 describe('cdp-agent backup to S3', () => {
-  it('commits a full and an incremental that read back exactly, and ingest catalogs them', async () => {
+  it('commits a full and an incremental that read back exactly, and the index function commits them', async () => {
     const bucket = d.outputs[OUTPUTS.bucket]!;
     const dev = join(root, 'vol.img');
     const img = Buffer.concat([
@@ -85,13 +85,15 @@ describe('cdp-agent backup to S3', () => {
     expect(sha256(await readImage(reader, 2, 'vol.img'))).toBe(sha256(changed));
 
     await fns.drain();
-    const log = new DynamoDbUploadLog(
+    const catalog = new DynamoDbCatalog(
       DynamoDBDocumentClient.from(cloud.clients.ddb),
       d.outputs[OUTPUTS.table]!,
     );
-    const kinds = new Set((await log.listObjects('host1')).map((o) => o.kind));
-    expect([...kinds].sort()).toEqual(['block-map', 'manifest', 'safe-config', 'segment']);
-    expect(await log.listQuarantined()).toEqual([]);
+    expect((await catalog.listRps('host1')).map((r) => [r.rp, r.state, r.parent])).toEqual([
+      [1, 'committed', null],
+      [2, 'committed', 1],
+    ]);
+    expect(await catalog.listQuarantined()).toEqual([]);
   });
 
   it('fails with a clear error and exit code when the bucket does not exist', async () => {

@@ -1,0 +1,356 @@
+/**
+ * Catalog on one DynamoDB table with string keys pk/sk and a sparse GSI `byTime`
+ * (gsi1pk/gsi1sk) over committed RPs. Schema and access patterns: docs/FORMAT.md "Catalog".
+ *
+ *   pk = SAFES          sk = SAFE#<safe>                     the safe: newest RP, counters, RPO target
+ *   pk = SAFE#<safe>    sk = RP#<rp:010>                     an RP: state, devices, segment count, bytes
+ *   pk = SAFE#<safe>    sk = SEG#<segment id>                a segment: key, bytes, frames, live bytes
+ *   pk = SAFE#<safe>    sk = WAIT#<parent:010>#<rp:010>      an RP waiting for its parent
+ *   pk = QUARANTINE     sk = <object key>                    an invalid upload with the reason
+ *   GSI byTime: gsi1pk = SAFE#<safe>, gsi1sk = <createdAt ISO>#<rp:010> (committed RPs only)
+ */
+import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import {
+  BatchGetCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  TransactWriteCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import {
+  CATALOG_INDEX_BY_TIME,
+  type Catalog,
+  type CommitOutcome,
+  type QuarantineRecord,
+  type RpRecord,
+  type SafeRecord,
+  type SegmentRecord,
+  type WaitingChild,
+} from '#core/ports/catalog.ts';
+
+const pad = (n: number): string => String(n).padStart(10, '0');
+const safePk = (safe: string): string => `SAFE#${safe}`;
+const rpSk = (rp: number): string => `RP#${pad(rp)}`;
+const waitSk = (parent: number, rp: number): string => `WAIT#${pad(parent)}#${pad(rp)}`;
+const SAFES = 'SAFES';
+const QUARANTINE = 'QUARANTINE';
+const PARALLEL = 8;
+
+type Item = Record<string, unknown>;
+
+function strip<T>(item: Item, drop: readonly string[]): T {
+  const out: Item = {};
+  for (const [k, v] of Object.entries(item)) if (!drop.includes(k)) out[k] = v;
+  return out as T;
+}
+const KEYS = ['pk', 'sk', 'gsi1pk', 'gsi1sk'] as const;
+
+/** Counts what the adapter wrote, for the per-RP cost figures. */
+export interface WriteStats {
+  requests: number;
+  items: number;
+}
+
+export class DynamoDbCatalog implements Catalog {
+  readonly writes: WriteStats = { requests: 0, items: 0 };
+  private readonly doc: DynamoDBDocumentClient;
+  private readonly table: string;
+
+  constructor(doc: DynamoDBDocumentClient, table: string) {
+    this.doc = doc;
+    this.table = table;
+  }
+
+  private count(items: number): void {
+    this.writes.requests++;
+    this.writes.items += items;
+  }
+
+  async getSafe(safe: string): Promise<SafeRecord | undefined> {
+    const r = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: { pk: SAFES, sk: `SAFE#${safe}` } }),
+    );
+    return r.Item ? strip<SafeRecord>(r.Item, KEYS) : undefined;
+  }
+
+  async listSafes(): Promise<SafeRecord[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': SAFES },
+    });
+    return items.map((i) => strip<SafeRecord>(i, KEYS));
+  }
+
+  async setRpoTarget(safe: string, seconds: number, now: string): Promise<void> {
+    this.count(1);
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { pk: SAFES, sk: `SAFE#${safe}` },
+        UpdateExpression:
+          'SET safe = :s, rpoTargetSeconds = :t, firstSeenAt = if_not_exists(firstSeenAt, :now), ' +
+          'committedRps = if_not_exists(committedRps, :zero), storedBytes = if_not_exists(storedBytes, :zero), ' +
+          'quarantined = if_not_exists(quarantined, :zero)',
+        ExpressionAttributeValues: { ':s': safe, ':t': seconds, ':now': now, ':zero': 0 },
+      }),
+    );
+  }
+
+  async getRp(safe: string, rp: number): Promise<RpRecord | undefined> {
+    const r = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: { pk: safePk(safe), sk: rpSk(rp) } }),
+    );
+    return r.Item ? strip<RpRecord>(r.Item, KEYS) : undefined;
+  }
+
+  async listRps(safe: string, opts: { fromRp?: number; limit?: number } = {}): Promise<RpRecord[]> {
+    const items = await this.queryAll(
+      {
+        KeyConditionExpression: 'pk = :pk AND sk BETWEEN :a AND :b',
+        ExpressionAttributeValues: { ':pk': safePk(safe), ':a': rpSk(opts.fromRp ?? 1), ':b': 'RP#~' },
+      },
+      opts.limit,
+    );
+    return items.map((i) => strip<RpRecord>(i, KEYS));
+  }
+
+  async rpAtOrBefore(safe: string, time: string): Promise<RpRecord | undefined> {
+    const r = await this.doc.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: CATALOG_INDEX_BY_TIME,
+        KeyConditionExpression: 'gsi1pk = :pk AND gsi1sk <= :t',
+        ExpressionAttributeValues: { ':pk': safePk(safe), ':t': `${time}#~` },
+        ScanIndexForward: false,
+        Limit: 1,
+      }),
+    );
+    const hit = r.Items?.[0];
+    return hit ? strip<RpRecord>(hit, KEYS) : undefined;
+  }
+
+  async getSegments(safe: string, ids: readonly string[]): Promise<Map<string, SegmentRecord>> {
+    const out = new Map<string, SegmentRecord>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += 100) {
+      let keys: Item[] | undefined = unique
+        .slice(i, i + 100)
+        .map((id) => ({ pk: safePk(safe), sk: `SEG#${id}` }));
+      for (let attempt = 0; keys && keys.length > 0; attempt++) {
+        if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+        const r = await this.doc.send(
+          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys } } }),
+        );
+        for (const item of r.Responses?.[this.table] ?? []) {
+          const s = strip<SegmentRecord>(item, KEYS);
+          out.set(s.id, s);
+        }
+        keys = r.UnprocessedKeys?.[this.table]?.Keys as Item[] | undefined;
+      }
+    }
+    return out;
+  }
+
+  async putSegments(segments: readonly SegmentRecord[]): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < segments.length) {
+        const s = segments[next++]!;
+        this.count(1);
+        try {
+          await this.doc.send(
+            new PutCommand({
+              TableName: this.table,
+              Item: { pk: safePk(s.safe), sk: `SEG#${s.id}`, ...s },
+              ConditionExpression: 'attribute_not_exists(pk)',
+            }),
+          );
+        } catch (e) {
+          if (!(e instanceof ConditionalCheckFailedException)) throw e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, segments.length) }, worker));
+  }
+
+  async commitRp(rp: RpRecord & { state: 'committed' }): Promise<CommitOutcome> {
+    for (let advanceNewest = true; ; advanceNewest = false) {
+      try {
+        await this.commitTransaction(rp, advanceNewest);
+        return 'committed';
+      } catch (e) {
+        if (!(e instanceof TransactionCanceledException)) throw e;
+        const [rpReason, safeReason] = (e.CancellationReasons ?? []).map((r) => r.Code);
+        if (rpReason === 'ConditionalCheckFailed') return 'already-committed';
+        // An older RP committing after a newer one: record it without moving the newest RP back.
+        if (safeReason === 'ConditionalCheckFailed' && advanceNewest) continue;
+        throw e;
+      }
+    }
+  }
+
+  private async commitTransaction(rp: RpRecord, advanceNewest: boolean): Promise<void> {
+    const newest = advanceNewest ? ', newestRp = :rp, newestRpCreatedAt = :t' : '';
+    const items = [
+      {
+        Put: {
+          TableName: this.table,
+          Item: {
+            pk: safePk(rp.safe),
+            sk: rpSk(rp.rp),
+            gsi1pk: safePk(rp.safe),
+            gsi1sk: `${rp.createdAt}#${pad(rp.rp)}`,
+            ...rp,
+          },
+          ConditionExpression: 'attribute_not_exists(pk) OR #state <> :committed',
+          ExpressionAttributeNames: { '#state': 'state' },
+          ExpressionAttributeValues: { ':committed': 'committed' },
+        },
+      },
+      {
+        Update: {
+          TableName: this.table,
+          Key: { pk: SAFES, sk: `SAFE#${rp.safe}` },
+          UpdateExpression:
+            `SET safe = :s, firstSeenAt = if_not_exists(firstSeenAt, :now), quarantined = if_not_exists(quarantined, :zero)${newest} ` +
+            'ADD committedRps :one, storedBytes :sb',
+          ConditionExpression: advanceNewest ? 'attribute_not_exists(newestRp) OR newestRp < :rp' : undefined,
+          ExpressionAttributeValues: {
+            ':s': rp.safe,
+            ':now': rp.updatedAt,
+            ':zero': 0,
+            ':one': 1,
+            ':sb': rp.storedBytes ?? 0,
+            ...(advanceNewest ? { ':rp': rp.rp, ':t': rp.createdAt } : {}),
+          },
+        },
+      },
+      ...(rp.parent !== null
+        ? [{ Delete: { TableName: this.table, Key: { pk: safePk(rp.safe), sk: waitSk(rp.parent, rp.rp) } } }]
+        : []),
+    ];
+    this.count(items.length);
+    await this.doc.send(new TransactWriteCommand({ TransactItems: items }));
+  }
+
+  async markWaiting(rp: RpRecord & { state: 'waiting' }): Promise<void> {
+    if (rp.parent === null) throw new Error(`RP ${rp.rp} of ${rp.safe} has no parent to wait for`);
+    this.count(1);
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: {
+          pk: safePk(rp.safe),
+          sk: waitSk(rp.parent, rp.rp),
+          safe: rp.safe,
+          rp: rp.rp,
+          parent: rp.parent,
+          manifestKey: rp.manifestKey,
+        },
+      }),
+    );
+    await this.putUnlessCommitted(rp);
+    await this.touchSafe(rp.safe, rp.updatedAt, 0);
+  }
+
+  async waitingChildren(safe: string, parent: number): Promise<WaitingChild[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+      ExpressionAttributeValues: { ':pk': safePk(safe), ':p': `WAIT#${pad(parent)}#` },
+    });
+    return items.map((i) => strip<WaitingChild>(i, KEYS));
+  }
+
+  async quarantineUpload(q: QuarantineRecord): Promise<void> {
+    this.count(1);
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: QUARANTINE, sk: q.key, ...q },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (e) {
+      if (e instanceof ConditionalCheckFailedException) return; // already quarantined
+      throw e;
+    }
+    if (q.safe === undefined) return;
+    if (q.rp !== undefined) {
+      await this.putUnlessCommitted({
+        safe: q.safe,
+        rp: q.rp,
+        state: 'quarantined',
+        parent: null,
+        updatedAt: q.quarantinedAt,
+        manifestKey: q.key,
+        reason: q.reason,
+      });
+    }
+    await this.touchSafe(q.safe, q.quarantinedAt, 1);
+  }
+
+  async listQuarantined(safe?: string): Promise<QuarantineRecord[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk',
+      ...(safe !== undefined
+        ? { FilterExpression: 'safe = :s', ExpressionAttributeValues: { ':pk': QUARANTINE, ':s': safe } }
+        : { ExpressionAttributeValues: { ':pk': QUARANTINE } }),
+    });
+    return items.map((i) => strip<QuarantineRecord>(i, KEYS));
+  }
+
+  /** Writes a waiting or quarantined RP record; a committed RP is left as it is. */
+  private async putUnlessCommitted(rp: RpRecord): Promise<void> {
+    this.count(1);
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: safePk(rp.safe), sk: rpSk(rp.rp), ...rp },
+          ConditionExpression: 'attribute_not_exists(pk) OR #state <> :committed',
+          ExpressionAttributeNames: { '#state': 'state' },
+          ExpressionAttributeValues: { ':committed': 'committed' },
+        }),
+      );
+    } catch (e) {
+      if (!(e instanceof ConditionalCheckFailedException)) throw e;
+    }
+  }
+
+  /** Makes sure the safe is listed (so a silent or failing safe still shows lag). */
+  private async touchSafe(safe: string, now: string, quarantined: number): Promise<void> {
+    this.count(1);
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { pk: SAFES, sk: `SAFE#${safe}` },
+        UpdateExpression:
+          'SET safe = :s, firstSeenAt = if_not_exists(firstSeenAt, :now), committedRps = if_not_exists(committedRps, :zero), ' +
+          'storedBytes = if_not_exists(storedBytes, :zero) ADD quarantined :q',
+        ExpressionAttributeValues: { ':s': safe, ':now': now, ':zero': 0, ':q': quarantined },
+      }),
+    );
+  }
+
+  private async queryAll(q: Omit<QueryCommandInput, 'TableName'>, limit?: number): Promise<Item[]> {
+    const out: Item[] = [];
+    let start: Item | undefined;
+    do {
+      const r = await this.doc.send(
+        new QueryCommand({
+          TableName: this.table,
+          ...q,
+          ExclusiveStartKey: start,
+          Limit: limit ? limit - out.length : undefined,
+        }),
+      );
+      out.push(...(r.Items ?? []));
+      start = r.LastEvaluatedKey;
+    } while (start && (!limit || out.length < limit));
+    return out;
+  }
+}
