@@ -141,8 +141,9 @@ try {
     }),
   );
   const lagMetric = stats.Datapoints?.[0]?.Maximum;
-  // moto skips the alarm resource (the deploy harness re-creates it), so find it by its metric.
-  const alarms = await c.cloudwatch.send(new DescribeAlarmsCommand({ AlarmNamePrefix: d.stackName }));
+  const alarms = await c.cloudwatch.send(
+    new DescribeAlarmsCommand({ AlarmNames: [d.outputs[OUTPUTS.rpoAlarm]!] }),
+  );
   const alarm = alarms.MetricAlarms?.find((a) => a.MetricName === 'SafesOverRpo');
   say(
     `\n4. RPO monitor Lambda: safe demo lag ${lagNow?.lagSeconds} s (target ${lagNow?.rpoTargetSeconds} s${lagNow?.breached ? ', BREACHED' : ''}); ` +

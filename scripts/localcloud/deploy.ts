@@ -22,7 +22,7 @@ import { type CloudClients, cloudClients } from './clients.ts';
 import type { DeployedStack } from './intrinsics.ts';
 import { resolve } from './intrinsics.ts';
 import type { CloudProfile } from './profile.ts';
-import { type ReapplyReport, reapplyDropped } from './reapply.ts';
+import { type ReapplyReport, reapplyDropped, skippedResourceName } from './reapply.ts';
 import { type SynthResult, synth } from './synth.ts';
 
 /** moto's fixed account id; LocalStack uses the same by default. */
@@ -226,6 +226,16 @@ export async function deployLocal(
     }
   }
   const outputs = Object.fromEntries((deployed.Outputs ?? []).map((o) => [o.OutputKey!, o.OutputValue!]));
+  // moto drops outputs that refer to a resource it skipped (alarms); the harness re-created those
+  // under skippedResourceName(), so resolve such outputs against that name.
+  const templateOutputs = (s.template as { Outputs?: Record<string, { Value: unknown }> }).Outputs ?? {};
+  for (const [name, o] of Object.entries(templateOutputs)) {
+    if (outputs[name] !== undefined) continue;
+    const ref = (o.Value as { Ref?: string }).Ref;
+    if (ref && s.template.Resources[ref] && !stack.physical[ref]) {
+      outputs[name] = skippedResourceName(s.stackName, ref);
+    }
+  }
   return {
     stackName: s.stackName,
     profile,

@@ -63,7 +63,10 @@ export class EmfBridge {
     this.cw = cw;
   }
 
+  private lastChunkAt = 0;
+
   push(chunk: string): void {
+    this.lastChunkAt = Date.now();
     this.buffered += chunk;
     const lines = this.buffered.split('\n');
     this.buffered = lines.pop() ?? '';
@@ -83,5 +86,14 @@ export class EmfBridge {
   /** Resolves once every metric seen so far is published. */
   flush(): Promise<unknown> {
     return this.pending;
+  }
+
+  /**
+   * Waits until the functions' output has been quiet for `quietMs` (a worker's stdout reaches
+   * this thread on its own channel, after the invocation's result may have), then flushes.
+   */
+  async settle(quietMs = 250): Promise<void> {
+    while (Date.now() - this.lastChunkAt < quietMs) await new Promise((r) => setTimeout(r, quietMs / 5));
+    await this.flush();
   }
 }

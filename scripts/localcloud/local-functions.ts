@@ -91,6 +91,7 @@ export async function startLocalFunctions(
     },
     async close() {
       for (const p of pollers) p.stop();
+      await metrics.settle();
       await Promise.all(servers.map((s) => s.close()));
       await Promise.all([...hosts.values()].map((h) => h.close()));
       await metrics.flush();

@@ -94,6 +94,26 @@ describe('cdp-agent backup to S3', () => {
       [2, 'committed', 1],
     ]);
     expect(await catalog.listQuarantined()).toEqual([]);
+
+    // The agent asks the offsite catalog through the query function (Lambda Invoke API).
+    const invoke = await fns.serveInvoke();
+    const remote = await agent(
+      ['list', '--safe', safe, '--remote', d.outputs[OUTPUTS.queryFunction]!, '--json'],
+      { ...env, AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint },
+    );
+    expect(remote.code, remote.stderr).toBe(0);
+    const remoteOut = JSON.parse(remote.stdout);
+    expect(remoteOut.recoveryPoints.map((r: { rp: number; state: string }) => [r.rp, r.state])).toEqual([
+      [1, 'committed'],
+      [2, 'committed'],
+    ]);
+    expect(remoteOut.lag).toMatchObject({ safe: 'host1', newestRp: 2, breached: false });
+    const wrong = await agent(['list', '--safe', safe, '--remote', 'no-such-function'], {
+      ...env,
+      AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint,
+    });
+    expect(wrong.code).toBe(7);
+    expect(wrong.stderr).toMatch(/query function no-such-function: .*Function not found/);
   });
 
   it('fails with a clear error and exit code when the bucket does not exist', async () => {

@@ -1,0 +1,138 @@
+/** The Catalog contract (core/ports/catalog.ts), run against every adapter. */
+import { describe, expect, it } from 'vitest';
+import type { Catalog, RpRecord } from '#core/ports/catalog.ts';
+
+const T0 = '2026-01-01T00:00:00.000Z';
+const at = (minutes: number): string => new Date(Date.parse(T0) + minutes * 60_000).toISOString();
+
+function committed(
+  safe: string,
+  rp: number,
+  parent: number | null,
+  minutes: number,
+): RpRecord & { state: 'committed' } {
+  return {
+    safe,
+    rp,
+    state: 'committed',
+    parent,
+    createdAt: at(minutes),
+    updatedAt: at(minutes + 1),
+    manifestKey: `safes/${safe}/rp/${String(rp).padStart(10, '0')}.json`,
+    segmentCount: 1,
+    storedBytes: 100,
+    devices: [],
+  };
+}
+
+export function catalogContract(name: string, make: () => Promise<Catalog>): void {
+  describe(`Catalog contract: ${name}`, () => {
+    it('commits atomically and idempotently, advancing the safe’s newest RP only forward', async () => {
+      const c = await make();
+      const safe = `c1-${Math.random().toString(36).slice(2, 8)}`;
+      expect(await c.commitRp(committed(safe, 1, null, 0))).toBe('committed');
+      expect(await c.commitRp(committed(safe, 1, null, 0))).toBe('already-committed');
+      expect(await c.commitRp(committed(safe, 3, 2, 20))).toBe('committed');
+      expect(await c.commitRp(committed(safe, 2, 1, 10))).toBe('committed');
+      const s = await c.getSafe(safe);
+      expect(s).toMatchObject({
+        safe,
+        newestRp: 3,
+        newestRpCreatedAt: at(20),
+        committedRps: 3,
+        storedBytes: 300,
+      });
+      expect((await c.listRps(safe)).map((r) => r.rp)).toEqual([1, 2, 3]);
+      expect((await c.listRps(safe, { fromRp: 2, limit: 1 })).map((r) => r.rp)).toEqual([2]);
+      expect((await c.listSafes()).map((x) => x.safe)).toContain(safe);
+    });
+
+    it('finds the newest committed RP at or before a time', async () => {
+      const c = await make();
+      const safe = `c2-${Math.random().toString(36).slice(2, 8)}`;
+      for (const [rp, m] of [
+        [1, 0],
+        [2, 10],
+        [3, 20],
+      ] as const)
+        await c.commitRp(committed(safe, rp, rp === 1 ? null : rp - 1, m));
+      expect((await c.rpAtOrBefore(safe, at(15)))?.rp).toBe(2);
+      expect((await c.rpAtOrBefore(safe, at(10)))?.rp).toBe(2);
+      expect((await c.rpAtOrBefore(safe, at(99)))?.rp).toBe(3);
+      expect(await c.rpAtOrBefore(safe, at(-1))).toBeUndefined();
+    });
+
+    it('keeps a waiting child findable until it commits, and never downgrades a committed RP', async () => {
+      const c = await make();
+      const safe = `c3-${Math.random().toString(36).slice(2, 8)}`;
+      const child = {
+        ...committed(safe, 2, 1, 5),
+        state: 'waiting' as const,
+        reason: 'waiting for parent RP 1',
+      };
+      await c.markWaiting(child);
+      expect(await c.waitingChildren(safe, 1)).toEqual([
+        { safe, rp: 2, parent: 1, manifestKey: child.manifestKey },
+      ]);
+      expect((await c.getRp(safe, 2))?.state).toBe('waiting');
+      await c.commitRp(committed(safe, 1, null, 0));
+      await c.commitRp(committed(safe, 2, 1, 5));
+      expect(await c.waitingChildren(safe, 1)).toEqual([]);
+      await c.quarantineUpload({
+        key: child.manifestKey,
+        reason: 'late duplicate judged bad',
+        size: 1,
+        createdAt: at(6),
+        quarantinedAt: at(7),
+        safe,
+        rp: 2,
+      });
+      expect((await c.getRp(safe, 2))?.state).toBe('committed');
+    });
+
+    it('records quarantined uploads once, per safe, deleting nothing', async () => {
+      const c = await make();
+      const safe = `c4-${Math.random().toString(36).slice(2, 8)}`;
+      const q = {
+        key: `safes/${safe}/rp/0000000001.json`,
+        reason: 'bad',
+        size: 3,
+        createdAt: at(0),
+        quarantinedAt: at(1),
+        safe,
+        rp: 1,
+      };
+      await c.quarantineUpload(q);
+      await c.quarantineUpload(q);
+      expect(await c.listQuarantined(safe)).toEqual([q]);
+      expect(await c.getSafe(safe)).toMatchObject({ quarantined: 1, committedRps: 0 });
+      expect(await c.getRp(safe, 1)).toMatchObject({ state: 'quarantined', reason: 'bad' });
+    });
+
+    it('stores segments once and returns the ones asked for', async () => {
+      const c = await make();
+      const safe = `c5-${Math.random().toString(36).slice(2, 8)}`;
+      const seg = (id: string, liveBytes: number) => ({
+        safe,
+        id: id.repeat(64),
+        key: `safes/${safe}/seg/${id.repeat(2)}/${id.repeat(64)}.seg`,
+        bytes: 10,
+        frames: 2,
+        firstRp: 1,
+        liveBytes,
+      });
+      await c.putSegments([seg('a', 10), seg('b', 10)]);
+      await c.putSegments([seg('a', 3)]);
+      const got = await c.getSegments(safe, ['a'.repeat(64), 'c'.repeat(64)]);
+      expect([...got.keys()]).toEqual(['a'.repeat(64)]);
+      expect(got.get('a'.repeat(64))?.liveBytes).toBe(10);
+    });
+
+    it('sets a safe’s RPO target', async () => {
+      const c = await make();
+      const safe = `c6-${Math.random().toString(36).slice(2, 8)}`;
+      await c.setRpoTarget(safe, 900, at(0));
+      expect(await c.getSafe(safe)).toMatchObject({ safe, rpoTargetSeconds: 900, firstSeenAt: at(0) });
+    });
+  });
+}
