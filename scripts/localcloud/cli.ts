@@ -5,7 +5,8 @@
  *   reset    wipe its state
  *   status   print where it runs
  *   deploy   synthesize and deploy the CDK app into it; print the stack outputs
- *   functions run the stack's functions under the local event-source-mapping runner until Ctrl-C
+ *   functions run the stack's functions until Ctrl-C: queue mappings, schedules, and the Lambda
+ *             Invoke API (for `cdp-agent list --remote`, `aws lambda invoke`)
  * Add --json for machine-readable output.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -88,8 +89,11 @@ program.command('functions').action(async () => {
   if (!p.runsLambdaLocally) throw new Error(`${p.name} runs the functions itself`);
   const d = await deployLocal(p);
   const local = await startLocalFunctions(d, { logDir: `${stateDir}/logs` });
+  const invoke = await local.serveInvoke();
+  local.runSchedules((fn, r) => console.log(JSON.stringify({ scheduled: fn, result: r })));
   console.error(
-    `running ${local.hosts.size} function(s), ${local.pollers.length} queue mapping(s); Ctrl-C stops`,
+    `running ${local.hosts.size} function(s), ${local.pollers.length} queue mapping(s), ${d.schedules.length} schedule(s); ` +
+      `Lambda Invoke API at ${invoke.endpoint} (export AWS_ENDPOINT_URL_LAMBDA=${invoke.endpoint}); Ctrl-C stops`,
   );
   const stop = (): void => {
     void local.close().then(() => process.exit(0));

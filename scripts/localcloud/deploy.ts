@@ -52,12 +52,20 @@ export interface LocalFunction {
   readonly memoryMiB: number;
 }
 
+/** An EventBridge schedule rule that invokes a function of the stack (moto runs no schedules). */
+export interface LocalSchedule {
+  readonly logicalId: string;
+  readonly functionLogicalId: string;
+  readonly everyMs: number;
+}
+
 export interface Deployment {
   readonly stackName: string;
   readonly profile: CloudProfile;
   readonly outputs: Record<string, string>;
   readonly functions: LocalFunction[];
   readonly mappings: LocalMapping[];
+  readonly schedules: LocalSchedule[];
   readonly reapplied: ReapplyReport[];
   readonly deployMs: number;
 }
@@ -180,6 +188,27 @@ function localMappings(s: SynthResult, stack: DeployedStack): LocalMapping[] {
     });
 }
 
+const RATE = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/;
+const UNIT_MS: Record<string, number> = { minute: 60_000, hour: 3_600_000, day: 86_400_000 };
+
+function localSchedules(s: SynthResult): LocalSchedule[] {
+  return Object.entries(s.template.Resources)
+    .filter(([, r]) => r.Type === 'AWS::Events::Rule' && typeof r.Properties?.ScheduleExpression === 'string')
+    .flatMap(([logicalId, r]) => {
+      const m = RATE.exec(String(r.Properties!.ScheduleExpression));
+      if (!m) return [];
+      const everyMs = Number(m[1]) * UNIT_MS[m[2]!.replace(/s$/, '')]!;
+      const targets = (r.Properties!.Targets as { Arn: { 'Fn::GetAtt'?: [string, string] } }[]) ?? [];
+      return targets
+        .map((t) => t.Arn['Fn::GetAtt']?.[0])
+        .filter(
+          (id): id is string =>
+            id !== undefined && s.template.Resources[id]?.Type === 'AWS::Lambda::Function',
+        )
+        .map((functionLogicalId) => ({ logicalId, functionLogicalId, everyMs }));
+    });
+}
+
 /** Deploys the CDK app's synthesized template into the local cloud of `profile`. */
 export async function deployLocal(
   profile: CloudProfile,
@@ -242,6 +271,7 @@ export async function deployLocal(
     outputs,
     functions: localFunctions(s, stack),
     mappings,
+    schedules: localSchedules(s),
     reapplied,
     deployMs: Date.now() - t0,
   };

@@ -21,6 +21,8 @@ export interface LocalFunctions {
   invoke(fn: string, event: unknown): Promise<unknown>;
   /** Serves the Lambda Invoke API for the stack's functions (AWS_ENDPOINT_URL_LAMBDA points at it). */
   serveInvoke(): Promise<InvokeServer>;
+  /** Invokes each scheduled function at its rate (a Scheduled Event), until close. */
+  runSchedules(onResult?: (fn: string, result: unknown) => void): void;
   /** Polls every mapping until no queue has a visible message; returns the batches processed. */
   drain(maxRounds?: number): Promise<BatchOutcome[]>;
   close(): Promise<void>;
@@ -34,6 +36,7 @@ export async function startLocalFunctions(
   const hosts = new Map<string, FunctionHost>();
   const metrics = new EmfBridge(c.cloudwatch);
   const servers: InvokeServer[] = [];
+  const timers: NodeJS.Timeout[] = [];
   if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
   for (const f of d.functions) {
     const cfg = await c.lambda.send(new GetFunctionConfigurationCommand({ FunctionName: f.functionName }));
@@ -74,6 +77,29 @@ export async function startLocalFunctions(
     pollers,
     metrics,
     invoke: (fn, event) => hostOf(fn).invoke(event),
+    runSchedules(onResult) {
+      for (const sc of d.schedules) {
+        const host = hostOf(sc.functionLogicalId);
+        const fire = (): void => {
+          const event = {
+            version: '0',
+            id: crypto.randomUUID(),
+            'detail-type': 'Scheduled Event',
+            source: 'aws.events',
+            time: new Date().toISOString(),
+            region: d.profile.region,
+            resources: [sc.logicalId],
+            detail: {},
+          };
+          host.invoke(event).then(
+            (r) => onResult?.(sc.functionLogicalId, r),
+            (e: Error) => onResult?.(sc.functionLogicalId, { error: e.message }),
+          );
+        };
+        fire();
+        timers.push(setInterval(fire, sc.everyMs));
+      }
+    },
     async serveInvoke() {
       const s = await startInvokeServer(hosts.values());
       servers.push(s);
@@ -91,6 +117,7 @@ export async function startLocalFunctions(
     },
     async close() {
       for (const p of pollers) p.stop();
+      for (const t of timers) clearInterval(t);
       await metrics.settle();
       await Promise.all(servers.map((s) => s.close()));
       await Promise.all([...hosts.values()].map((h) => h.close()));

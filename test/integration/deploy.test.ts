@@ -4,7 +4,7 @@
  * Object Created event through the deployed EventBridge rule.
  */
 
-import { ListEventSourceMappingsCommand } from '@aws-sdk/client-lambda';
+import { GetFunctionUrlConfigCommand, ListEventSourceMappingsCommand } from '@aws-sdk/client-lambda';
 import { GetBucketVersioningCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { type Message, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -63,6 +63,17 @@ describe('local deploy of the synthesized template', () => {
     expect(d.mappings[0]).toMatchObject({ batchSize: 10, reportBatchItemFailures: true });
     expect(d.mappings[0]!.queueUrl).toBe(d.outputs[OUTPUTS.queueUrl]);
     expect(d.functions.map((f) => f.functionName)).toContain(d.outputs[OUTPUTS.ingestFunction]);
+  });
+
+  it('hands the RPO monitor schedule to the local runner and serves the IAM function URL config', async () => {
+    const monitor = d.functions.find((f) => f.functionName === d.outputs[OUTPUTS.monitorFunction]);
+    expect(d.schedules).toEqual([
+      { logicalId: expect.any(String), functionLogicalId: monitor!.logicalId, everyMs: 60_000 },
+    ]);
+    const url = await cloud.clients.lambda.send(
+      new GetFunctionUrlConfigCommand({ FunctionName: d.outputs[OUTPUTS.queryFunction] }),
+    );
+    expect(url.AuthType).toBe('AWS_IAM');
   });
 
   it('delivers every Object Created under the safes prefix to the ingest queue, and nothing else', async () => {
