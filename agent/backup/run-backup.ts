@@ -197,11 +197,8 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
     encrypted: keys !== undefined,
     limiter: input.limiter,
     onDurable: (s) => {
-      dedup.addSegment(
-        s.id,
-        s.entries.map((e) => e.identity),
-      );
-      uncommitted.add({ id: s.id, key: s.key, bytes: s.bytes, frames: s.entries.length });
+      dedup.addSegment(s.id, s.identities);
+      uncommitted.add({ id: s.id, key: s.key, bytes: s.bytes, frames: s.frames });
     },
   });
   const ctsWriters: CtsWriter[] = [];
@@ -259,7 +256,7 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
     stats: {
       scannedBytes,
       changedBytes,
-      storedBytes: packer.durable.reduce((a, s) => a + s.bytes, 0),
+      storedBytes: packer.durableBytes,
       durationMs: Date.now() - t0,
     },
   };
@@ -300,7 +297,9 @@ async function scanDevice(
   const extents: Extent[] = [];
   const stats = { changedBlocks: 0, zeroBlocks: 0, dedupBlocks: 0, storedBytes: 0 };
   const chunks = Math.ceil(run.size / chunk);
-  const window = pool.size * 4;
+  // chunks read ahead and in flight: each holds a chunk buffer (about 2 MiB); three per worker
+  // keep the workers busy (four measured no faster, 2 GiB full local) for 6 MiB less per worker
+  const window = pool.size * 3;
   const free: ArrayBuffer[] = [];
   let scanned = 0;
   try {

@@ -22,7 +22,9 @@ export interface DurableSegment {
   readonly id: string;
   readonly key: string;
   readonly bytes: number;
-  readonly entries: readonly SegmentEntry[];
+  readonly frames: number;
+  /** The identity of each frame, in frame order. */
+  readonly identities: readonly Uint8Array[];
 }
 
 export interface PackerOptions {
@@ -35,11 +37,51 @@ export interface PackerOptions {
   readonly maxFinishing?: number;
 }
 
+/**
+ * The index entries of an open segment, off the JS heap (a segment may hold tens of thousands of
+ * frames): identities 32 bytes each, and offset, frame length, plain length as three numbers.
+ */
+class Entries {
+  count = 0;
+  private ids = Buffer.allocUnsafeSlow(256 * 32);
+  private nums = new Float64Array(256 * 3);
+
+  push(identity: Uint8Array, offset: number, frameLength: number, plainLength: number): void {
+    if (this.count * 32 === this.ids.length) {
+      const ids = Buffer.allocUnsafeSlow(this.ids.length * 2);
+      this.ids.copy(ids);
+      this.ids = ids;
+      const nums = new Float64Array(this.nums.length * 2);
+      nums.set(this.nums);
+      this.nums = nums;
+    }
+    this.ids.set(identity.subarray(0, 32), this.count * 32);
+    this.nums[this.count * 3] = offset;
+    this.nums[this.count * 3 + 1] = frameLength;
+    this.nums[this.count * 3 + 2] = plainLength;
+    this.count++;
+  }
+
+  identity(i: number): Buffer {
+    return this.ids.subarray(i * 32, i * 32 + 32);
+  }
+
+  /** As the segment footer takes them (built when the segment is finished). */
+  list(): SegmentEntry[] {
+    return Array.from({ length: this.count }, (_, i) => ({
+      identity: this.identity(i),
+      offset: this.nums[i * 3]!,
+      frameLength: this.nums[i * 3 + 1]!,
+      plainLength: this.nums[i * 3 + 2]!,
+    }));
+  }
+}
+
 interface Open {
   readonly id: string;
   readonly key: string;
   readonly writer: ObjectWriter;
-  readonly entries: SegmentEntry[];
+  readonly entries: Entries;
   /** Bytes of the segment so far (written or waiting in `batch`). */
   size: number;
   /** Frames not yet handed to the writer, copied back to back: written together when full. */
@@ -56,7 +98,8 @@ export class SegmentPacker {
   private current: Open | undefined;
   private finishing: Promise<void>[] = [];
   private readonly batches: Buffer[] = [];
-  readonly durable: DurableSegment[] = [];
+  /** Bytes of the segments that are durable. */
+  durableBytes = 0;
 
   constructor(store: ObjectStore, safe: string, opts: PackerOptions) {
     this.store = store;
@@ -101,7 +144,7 @@ export class SegmentPacker {
       id,
       key,
       writer: this.store.openWriter(key),
-      entries: [],
+      entries: new Entries(),
       size: 0,
       batch: this.batches.pop() ?? Buffer.allocUnsafeSlow(FLUSH_BYTES),
       batchBytes: 0,
@@ -118,13 +161,8 @@ export class SegmentPacker {
   ): Promise<{ segment: string; frame: number }> {
     this.current ??= await this.open();
     const o = this.current;
-    const index = o.entries.length;
-    o.entries.push({
-      identity: Buffer.from(identity),
-      offset: o.size,
-      frameLength: frame.length,
-      plainLength,
-    });
+    const index = o.entries.count;
+    o.entries.push(identity, o.size, frame.length, plainLength);
     await this.write(o, frame);
     if (o.size >= this.opts.targetBytes) await this.rotate();
     return { segment: o.id, frame: index };
@@ -145,18 +183,24 @@ export class SegmentPacker {
 
   private async finish(o: Open): Promise<void> {
     if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
-    await this.write(o, segmentFooter(o.entries, o.size));
+    await this.write(o, segmentFooter(o.entries.list(), o.size));
     await this.flush(o);
     this.batches.push(o.batch);
     const info = await o.writer.finish();
-    const d: DurableSegment = { id: o.id, key: o.key, bytes: info.size, entries: o.entries };
-    this.durable.push(d);
-    await this.opts.onDurable(d);
+    this.durableBytes += info.size;
+    const frames = o.entries.count;
+    await this.opts.onDurable({
+      id: o.id,
+      key: o.key,
+      bytes: info.size,
+      frames,
+      identities: Array.from({ length: frames }, (_, i) => o.entries.identity(i)),
+    });
   }
 
   /** Finishes the open segment and waits until every segment is durable. */
   async close(): Promise<void> {
-    if (this.current && this.current.entries.length > 0) await this.rotate();
+    if (this.current && this.current.entries.count > 0) await this.rotate();
     else if (this.current) {
       await this.current.writer.abort();
       this.current = undefined;
