@@ -1,10 +1,19 @@
 /** Our agent as a child process: `cdp-agent backup --json`, measured like restic. */
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { check, runMeasured } from './measure.ts';
 
 export const repoRoot = join(import.meta.dirname, '..');
-/** The agent as shipped: the bundle `npm ci` builds (run.ts rebuilds it before measuring). */
+/**
+ * The agent as shipped: the bundle `npm ci` builds (run.ts rebuilds it before measuring), run as
+ * the `cdp-agent` command runs it, through its #! line (which sets V8 flags); `node` there is this
+ * Node (put first on PATH).
+ */
 export const AGENT = join(repoRoot, 'dist', 'agent', 'cdp-agent.mjs');
+const agentEnv = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({
+  ...process.env,
+  ...env,
+  PATH: `${dirname(process.execPath)}:${env.PATH ?? process.env.PATH ?? ''}`,
+});
 
 /** Where a tool stores its backups, and how big that currently is. */
 export interface Store {
@@ -50,9 +59,9 @@ export interface OursTarget {
 export async function oursBackup(t: OursTarget, image: string, imageBytes: number): Promise<Measurement> {
   const before = await t.store.bytes();
   const r = await runMeasured(
-    process.execPath,
-    [AGENT, 'backup', '--safe', t.safe, '--device', image, '--state-dir', t.stateDir, '--json'],
-    { cwd: repoRoot, env: { ...process.env, ...t.env } },
+    AGENT,
+    ['backup', '--safe', t.safe, '--device', image, '--state-dir', t.stateDir, '--json'],
+    { cwd: repoRoot, env: agentEnv(t.env) },
   );
   check(r, 'cdp-agent backup');
   const after = await t.store.bytes();
