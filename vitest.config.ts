@@ -8,6 +8,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts', 'test/architecture/**/*.test.ts'],
+          // fsync-heavy cases share 2 cores with the CDK synths of the other projects.
+          testTimeout: 30_000,
         },
       },
       {
