@@ -57,6 +57,43 @@ program
     process.exitCode = await listRemoteCommand({ ...o, remote });
   });
 
+program
+  .command('restore')
+  .description('restore one device of a recovery point into a file or block device')
+  .requiredOption('--safe <dir|s3://bucket/prefix>', 'the Disk Safe')
+  .requiredOption('--device <id>', 'the device id (as `list` shows it)')
+  .option('--rp <n|latest|time>', 'RP number, latest, or a time (the newest RP at or before it)', 'latest')
+  .requiredOption('--to <file|device>', 'where to write; an existing copy gets a delta restore')
+  .option(
+    '--remote [function]',
+    'plan through the restore function (default $CDP_RESTORE_FUNCTION); no bucket access needed',
+  )
+  .option('--encrypt-key-file <file>', 'key of an encrypted safe')
+  .option('--allow-damaged', 'go on past corrupt blocks and report them (exit 8)')
+  .option('--full', 'overwrite --to completely instead of a delta restore')
+  .option('--parallel <n>', 'ranged reads in flight (default 8)')
+  .option('--json', 'print the result as JSON')
+  .action(async (o) => {
+    const remote = o.remote === true ? process.env.CDP_RESTORE_FUNCTION : o.remote;
+    if (o.remote === true && !remote)
+      throw new CdpError('E_USAGE', '--remote needs a function name or $CDP_RESTORE_FUNCTION');
+    const { restoreCommand } = await import('./commands/restore.ts');
+    process.exitCode = await restoreCommand({ ...o, remote });
+  });
+
+program
+  .command('verify')
+  .description('check that recovery points are restorable (every block read and checked), writing nothing')
+  .requiredOption('--safe <dir|s3://bucket/prefix>', 'the Disk Safe')
+  .option('--rp <n|latest|time>', 'one RP (default: all)')
+  .option('--device <id>', 'one device (default: all)')
+  .option('--encrypt-key-file <file>', 'key of an encrypted safe')
+  .option('--json', 'print the result as JSON')
+  .action(async (o) => {
+    const { verifyCommand } = await import('./commands/verify.ts');
+    process.exitCode = await verifyCommand(o);
+  });
+
 try {
   await program.parseAsync();
 } catch (e) {

@@ -15,6 +15,8 @@ export const EXIT = {
   postSnapshot: 6,
   /** The offsite query function failed or could not be reached (`list --remote`). */
   remote: 7,
+  /** Restore finished with damaged blocks (--allow-damaged), or verify found damage. */
+  damaged: 8,
 } as const;
 
 export function exitCodeFor(code: string | undefined): number {

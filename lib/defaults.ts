@@ -29,6 +29,10 @@ export const DEFAULTS = {
   monitorTimeout: Duration.seconds(30),
   queryTimeout: Duration.seconds(10),
   smallFunctionMemoryMiB: 256,
+  /** The restore function's limits, and how long its presigned segment URLs live. */
+  restoreTimeout: Duration.seconds(60),
+  restoreMemoryMiB: 1024,
+  restoreUrlTtl: Duration.hours(1),
   /** CloudWatch namespace of the product's metrics (Powertools EMF). */
   metricsNamespace: 'CdpOffsite',
   /** Prefix under which agents upload; only these objects produce ingest events. */

@@ -33,6 +33,7 @@ export const OUTPUTS = {
   monitorFunction: 'MonitorFunctionName',
   queryFunction: 'QueryFunctionName',
   rpoAlarm: 'RpoAlarmName',
+  restoreFunction: 'RestoreFunctionName',
 } as const;
 
 /** The offsite tier: safes bucket, catalog, ingest pipeline with the index function, RPO monitor, query function. */
@@ -83,6 +84,21 @@ export class OffsiteStack extends Stack {
     // gives it, and the local emulator cannot resolve one.
     queryFn.addFunctionUrl({ authType: FunctionUrlAuthType.AWS_IAM });
 
+    const restoreFn = new CdpFunction(this, 'RestoreFunction', {
+      entry: 'functions/restore/handler.ts',
+      serviceName: 'cdp-restore',
+      timeout: DEFAULTS.restoreTimeout,
+      memoryMiB: DEFAULTS.restoreMemoryMiB,
+      environment: {
+        CATALOG_TABLE: catalog.table.tableName,
+        SAFES_BUCKET: safes.bucket.bucketName,
+        URL_TTL_SECONDS: String(DEFAULTS.restoreUrlTtl.toSeconds()),
+      },
+    }).fn;
+    catalog.table.grantReadData(restoreFn);
+    // Read-only on the safes: its presigned URLs carry exactly this permission.
+    safes.bucket.grantRead(restoreFn, `${DEFAULTS.safesPrefix}*`);
+
     new CfnOutput(this, OUTPUTS.bucket, { value: safes.bucket.bucketName });
     new CfnOutput(this, OUTPUTS.table, { value: catalog.table.tableName });
     new CfnOutput(this, OUTPUTS.queueUrl, { value: ingest.queue.queueUrl });
@@ -92,5 +108,6 @@ export class OffsiteStack extends Stack {
     new CfnOutput(this, OUTPUTS.monitorFunction, { value: monitor.fn.functionName });
     new CfnOutput(this, OUTPUTS.queryFunction, { value: queryFn.functionName });
     new CfnOutput(this, OUTPUTS.rpoAlarm, { value: monitor.alarm.alarmName });
+    new CfnOutput(this, OUTPUTS.restoreFunction, { value: restoreFn.functionName });
   }
 }
