@@ -234,35 +234,39 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
   }
 
   // block maps, then the manifest, strictly after every segment is durable
-  const finalDevices: ManifestDevice[] = [];
-  for (const { extents, ...d } of devices) {
-    const key = blockMapKey(deps.safe, rp, d.id);
-    const body = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents });
-    await deps.store.put(key, body);
-    const sha256 = createHash('sha256').update(body).digest('hex');
-    finalDevices.push({ ...d, blockMap: { key, bytes: body.length, sha256, extents: extents.length } });
-  }
-  const manifest: Manifest = {
-    format: 'cdp-manifest',
-    version: FORMAT_VERSION,
-    safe: deps.safe,
-    rp,
-    parent,
-    createdAt: (deps.now?.() ?? new Date()).toISOString(),
-    agent: deps.agent,
-    encrypted: keys !== undefined,
-    devices: finalDevices,
-    segments: uncommitted.referencedBy(devices.flatMap((d) => d.extents)),
-    stats: {
-      scannedBytes,
-      changedBytes,
-      storedBytes: packer.durableBytes,
-      durationMs: Date.now() - t0,
-    },
-  };
-  if (!(await deps.store.putIfAbsent(manifestKey(deps.safe, rp), encodeManifest(manifest)))) {
+  let manifest: Manifest;
+  try {
+    const finalDevices: ManifestDevice[] = [];
+    for (const { extents, ...d } of devices) {
+      const key = blockMapKey(deps.safe, rp, d.id);
+      const body = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents });
+      await deps.store.put(key, body);
+      const sha256 = createHash('sha256').update(body).digest('hex');
+      finalDevices.push({ ...d, blockMap: { key, bytes: body.length, sha256, extents: extents.length } });
+    }
+    manifest = {
+      format: 'cdp-manifest',
+      version: FORMAT_VERSION,
+      safe: deps.safe,
+      rp,
+      parent,
+      createdAt: (deps.now?.() ?? new Date()).toISOString(),
+      agent: deps.agent,
+      encrypted: keys !== undefined,
+      devices: finalDevices,
+      segments: uncommitted.referencedBy(devices.flatMap((d) => d.extents)),
+      stats: {
+        scannedBytes,
+        changedBytes,
+        storedBytes: packer.durableBytes,
+        durationMs: Date.now() - t0,
+      },
+    };
+    if (!(await deps.store.putIfAbsent(manifestKey(deps.safe, rp), encodeManifest(manifest))))
+      throw new ConflictError(`recovery point ${rp}`, { safe: deps.safe, rp });
+  } catch (e) {
     for (const w of ctsWriters) await w.discard();
-    throw new ConflictError(`recovery point ${rp}`, { safe: deps.safe, rp });
+    throw e;
   }
   uncommitted.clear();
   for (const w of ctsWriters) await w.commit();

@@ -182,11 +182,18 @@ export class SegmentPacker {
   }
 
   private async finish(o: Open): Promise<void> {
-    if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
-    await this.write(o, segmentFooter(o.entries.list(), o.size));
-    await this.flush(o);
-    this.batches.push(o.batch);
-    const info = await o.writer.finish();
+    let info: { size: number };
+    try {
+      if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
+      await this.write(o, segmentFooter(o.entries.list(), o.size));
+      await this.flush(o);
+      this.batches.push(o.batch);
+      info = await o.writer.finish();
+    } catch (e) {
+      // release what the writer holds (a file handle, a multipart upload); nothing became visible
+      await o.writer.abort().catch(() => undefined);
+      throw e;
+    }
     this.durableBytes += info.size;
     const frames = o.entries.count;
     await this.opts.onDurable({
