@@ -9,6 +9,7 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
+  ftruncateSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -234,6 +235,64 @@ export function makeImage(sizeMiB: number, path: string, seed: number): ImageInf
   }
   writeFileSync(`${path}.map`, `${map.join('\n')}\n`);
   return { bytes: total, ...stats, corpusSha16: corpus.sha16 };
+}
+
+export interface SparseImageInfo {
+  readonly bytes: number;
+  /** Bytes written (the rest are holes, read back as zeros). */
+  readonly data: number;
+  readonly text: number;
+  readonly random: number;
+  readonly regions: number;
+  readonly corpusSha16: string;
+}
+
+/**
+ * A sparse image of `sizeGiB` (ftruncate: holes) with `dataMiB` of data written in `regions`
+ * equal runs, one at a random MiB-aligned place in each of `regions` equal slices of the image;
+ * each run is text and incompressible data in 256 KiB..2 MiB pieces, as in makeImage.
+ */
+export function makeSparseImage(
+  sizeGiB: number,
+  dataMiB: number,
+  regions: number,
+  path: string,
+  seed: number,
+): SparseImageInfo {
+  const total = sizeGiB * 1024 * MiB;
+  const run = Math.floor(dataMiB / regions) * MiB;
+  const slot = Math.floor(total / regions / MiB) * MiB;
+  if (run < MiB || run > slot) throw new Error('need 1 MiB <= data per region <= image size / regions');
+  const rng = new Rng((0x5a5e0000 + seed) >>> 0);
+  const corpus = loadCorpus();
+  const text = new TextStream(corpus, seed);
+  const rnd = keystream('sparse-image', seed);
+  const buf = Buffer.alloc(2 * MiB);
+  const stats = { text: 0, random: 0 };
+  const fd = openSync(path, 'w');
+  try {
+    ftruncateSync(fd, total);
+    for (let r = 0; r < regions; r++) {
+      let off = r * slot + rng.int(0, (slot - run) / MiB) * MiB;
+      const end = off + run;
+      while (off < end) {
+        const n = Math.min(rng.int(4, 32) * 64 * KiB, end - off);
+        const isText = rng.random() < 0.5;
+        let b: Buffer;
+        if (isText) {
+          b = buf.subarray(0, n);
+          text.fill(b);
+        } else b = rnd(n);
+        writeAll(fd, b, off);
+        stats[isText ? 'text' : 'random'] += n;
+        off += n;
+      }
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return { bytes: total, data: stats.text + stats.random, ...stats, regions, corpusSha16: corpus.sha16 };
 }
 
 function writeAll(fd: number, b: Buffer, pos: number): void {
