@@ -1,11 +1,19 @@
 /**
  * ObjectStore on an S3 prefix. The safe at `s3://bucket/safes/db1` holds the key
  * `safes/db1/<rest>` at `safes/db1/<rest>`; another prefix maps the same way. Uploads carry CRC32C
- * checksums so S3 verifies them; large objects go through lib-storage's parallel multipart Upload.
+ * checksums so S3 verifies them.
+ *
+ * Streamed objects (`openWriter`) are multipart uploads of `partSize` parts, at most `queueSize`
+ * parts in flight over all of the store's writers, each sent from a part buffer the store
+ * recycles: memory is about (queueSize + open writers) × partSize however many objects are being
+ * written. (lib-storage's Upload held up to queueSize + 1 parts per object and a fresh buffer per
+ * part.) An object smaller than one part is sent with one PutObject.
  */
-import { once } from 'node:events';
-import { PassThrough } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
+  type CompletedPart,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -14,17 +22,35 @@ import {
   PutObjectCommand,
   type S3Client,
   S3ServiceException,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
 
 export interface S3StoreOptions {
-  /** Multipart part size. @default 8 MiB */
+  /** Multipart part size (S3's minimum is 5 MiB). @default 5 MiB */
   readonly partSize?: number;
-  /** Parts uploaded in parallel per object. @default 4 */
+  /** Parts uploaded in parallel, over all of the store's writers. @default 4 */
   readonly queueSize?: number;
+}
+
+/** A counting semaphore. */
+class Slots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.free = n;
+  }
+  async acquire(): Promise<void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
+  }
 }
 
 function notFound(e: unknown): boolean {
@@ -42,6 +68,8 @@ export class S3ObjectStore implements ObjectStore {
   private readonly safePrefix: string;
   private readonly base: string;
   private readonly opts: Required<S3StoreOptions>;
+  private readonly uploads: Slots;
+  private readonly spareParts: Buffer[] = [];
 
   /** `prefix` is where the safe lives in the bucket (usually `safes/<safe>`). */
   constructor(s3: S3Client, bucket: string, prefix: string, safe: string, opts: S3StoreOptions = {}) {
@@ -50,7 +78,8 @@ export class S3ObjectStore implements ObjectStore {
     this.safePrefix = safePrefix(safe);
     this.base = prefix.replace(/\/*$/, '/');
     this.location = `s3://${bucket}/${this.base.slice(0, -1)}`;
-    this.opts = { partSize: opts.partSize ?? 8 * 1024 * 1024, queueSize: opts.queueSize ?? 4 };
+    this.opts = { partSize: opts.partSize ?? 5 * 1024 * 1024, queueSize: opts.queueSize ?? 4 };
+    this.uploads = new Slots(this.opts.queueSize);
   }
 
   private objectKey(key: string): string {
@@ -143,34 +172,133 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   openWriter(key: string): ObjectWriter {
-    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const { s3, bucket, uploads, spareParts } = this;
+    const { partSize } = this.opts;
+    const Key = this.objectKey(key);
+    let part: Buffer | undefined;
+    let used = 0;
     let size = 0;
-    const upload = new Upload({
-      client: this.s3,
-      params: { Bucket: this.bucket, Key: this.objectKey(key), Body: body, ChecksumAlgorithm: 'CRC32C' },
-      partSize: this.opts.partSize,
-      queueSize: this.opts.queueSize,
-      leavePartsOnError: false,
-    });
-    const done = upload.done();
-    done.catch(() => undefined);
+    let partCount = 0;
+    let uploadId: Promise<string> | undefined;
+    const parts: CompletedPart[] = [];
+    const inFlight = new Set<Promise<void>>();
+    let failed: unknown;
+    const multipart = (): Promise<string> => {
+      if (!uploadId) {
+        uploadId = s3
+          .send(new CreateMultipartUploadCommand({ Bucket: bucket, Key, ChecksumAlgorithm: 'CRC32C' }))
+          .then((r) => r.UploadId!);
+        uploadId.catch(() => undefined);
+      }
+      return uploadId;
+    };
+    const releasePart = (b: Buffer) => {
+      spareParts.push(b);
+    };
+    /** Uploads the full part `b` (the caller holds an upload slot, released here). */
+    const ship = (b: Buffer, length: number) => {
+      const PartNumber = ++partCount;
+      const p = (async () => {
+        try {
+          const UploadId = await multipart();
+          const r = await s3.send(
+            new UploadPartCommand({
+              Bucket: bucket,
+              Key,
+              UploadId,
+              PartNumber,
+              Body: b.subarray(0, length),
+              ChecksumAlgorithm: 'CRC32C',
+            }),
+          );
+          parts[PartNumber - 1] = { PartNumber, ETag: r.ETag, ChecksumCRC32C: r.ChecksumCRC32C };
+        } catch (e) {
+          failed ??= e;
+        } finally {
+          uploads.release();
+          releasePart(b);
+        }
+      })();
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+    };
+    const abortUpload = async () => {
+      await Promise.allSettled(inFlight);
+      if (uploadId) {
+        const UploadId = await uploadId.catch(() => undefined);
+        if (UploadId)
+          await s3
+            .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId }))
+            .catch(() => undefined);
+      }
+    };
     return {
       async write(chunks) {
         for (const chunk of Array.isArray(chunks) ? chunks : [chunks]) {
-          size += chunk.length;
-          // a copy: the stream keeps it after write resolves, and the caller may reuse its buffer
-          // bounded memory: wait for lib-storage to take what is buffered (or for the upload to fail)
-          if (!body.write(Buffer.from(chunk))) await Promise.race([once(body, 'drain'), done]);
+          // copied into the part buffer: the caller may reuse `chunk` once this resolves
+          for (let o = 0; o < chunk.length; ) {
+            if (failed) throw failed;
+            part ??= spareParts.pop() ?? Buffer.allocUnsafeSlow(partSize);
+            const n = Math.min(chunk.length - o, partSize - used);
+            part.set(chunk.subarray(o, o + n), used);
+            used += n;
+            o += n;
+            size += n;
+            if (used === partSize) {
+              // bounded memory: wait for an upload slot before taking another part buffer
+              await uploads.acquire();
+              ship(part, used);
+              part = undefined;
+              used = 0;
+            }
+          }
         }
       },
       async finish() {
-        body.end();
-        await done;
+        if (partCount === 0) {
+          await uploads.acquire();
+          try {
+            await s3.send(
+              new PutObjectCommand({
+                Bucket: bucket,
+                Key,
+                Body: part ? part.subarray(0, used) : Buffer.alloc(0),
+                ChecksumAlgorithm: 'CRC32C',
+              }),
+            );
+          } finally {
+            uploads.release();
+            if (part) releasePart(part);
+            part = undefined;
+          }
+          return { key, size };
+        }
+        if (used > 0) {
+          await uploads.acquire();
+          ship(part!, used);
+          part = undefined;
+          used = 0;
+        }
+        await Promise.allSettled(inFlight);
+        if (failed) {
+          await abortUpload();
+          throw failed;
+        }
+        await s3.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key,
+            UploadId: await multipart(),
+            MultipartUpload: { Parts: parts },
+          }),
+        );
         return { key, size };
       },
       async abort() {
-        await upload.abort().catch(() => undefined);
-        body.destroy();
+        failed ??= new Error('upload aborted');
+        if (part) releasePart(part);
+        part = undefined;
+        await abortUpload();
       },
     };
   }
