@@ -3,12 +3,13 @@
  * device: ranged reads in parallel (bounded: `parallel` ranges in flight), every block decoded
  * and checked, written at its offset. A new file is created sparse (zero blocks stay holes).
  *
- * Delta restore: when the target already exists (an older or diverged copy, or a restore that was
- * interrupted), each block is read and compared with the block's identity from the segment
+ * A new file is written as `<to>.cdp-partial` and renamed when complete. Delta restore: when the
+ * target already exists (an older or diverged copy, or the partial file of an interrupted restore),
+ * each block is read and compared with the block's identity from the segment
  * footer; only differing blocks are fetched, and blocks that must be zero are zeroed. So running
  * the same restore again resumes it.
  */
-import { constants, type FileHandle, open, stat } from 'node:fs/promises';
+import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
 import { blockIdentity, type SafeKeys } from '#core/format/crypto.ts';
 import { decodeRun } from '#core/plan-frames.ts';
 import type { PlanRange, PlanRun, RestorePlan } from '#core/restore-plan.ts';
@@ -63,27 +64,39 @@ async function pool<T>(items: readonly T[], n: number, fn: (t: T) => Promise<voi
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, run));
 }
 
+/** Suffix of a new file while it is being restored; renamed to the target name when complete. */
+export const PARTIAL_SUFFIX = '.cdp-partial';
+
 async function openTarget(
   to: string,
   deviceSize: number,
   mode: 'auto' | 'never',
-): Promise<{ fh: FileHandle; delta: boolean }> {
+): Promise<{ fh: FileHandle; delta: boolean; work: string }> {
   const st = await stat(to).catch(() => undefined);
   if (!st) {
-    const fh = await open(to, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+    // A new file is written under a temporary name, so an interrupted or failed restore never
+    // looks complete; running the restore again resumes it (a delta restore into the partial file).
+    const work = `${to}${PARTIAL_SUFFIX}`;
+    const partial = await stat(work).catch(() => undefined);
+    if (partial?.isFile() && mode === 'auto') {
+      const fh = await open(work, 'r+');
+      await fh.truncate(deviceSize);
+      return { fh, delta: true, work };
+    }
+    const fh = await open(work, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o600);
     await fh.truncate(deviceSize);
-    return { fh, delta: false };
+    return { fh, delta: false, work };
   }
   if (st.isBlockDevice()) {
     if (st.size !== 0 && st.size < deviceSize)
       throw new Error(`${to} is ${st.size} bytes, the device needs ${deviceSize}`);
-    return { fh: await open(to, 'r+'), delta: mode === 'auto' };
+    return { fh: await open(to, 'r+'), delta: mode === 'auto', work: to };
   }
   if (!st.isFile()) throw new Error(`${to} is neither a file nor a block device`);
   const fh = await open(to, 'r+');
   if (mode === 'never') await fh.truncate(0);
   await fh.truncate(deviceSize);
-  return { fh, delta: mode === 'auto' };
+  return { fh, delta: mode === 'auto', work: to };
 }
 
 export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
@@ -97,7 +110,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   const keys = input.keysFor?.(head);
   const blocks = Math.ceil(deviceSize / blockSize);
   const plainLen = (block: number): number => Math.min(blockSize, deviceSize - block * blockSize);
-  const { fh, delta } = await openTarget(input.to, deviceSize, input.delta ?? 'auto');
+  const { fh, delta, work } = await openTarget(input.to, deviceSize, input.delta ?? 'auto');
   const damaged: DamagedRange[] = [];
   let written = 0;
   let dataBlocks = 0;
@@ -224,6 +237,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   } finally {
     await fh.close();
   }
+  if (work !== input.to) await rename(work, input.to);
   input.onProgress?.(deviceSize, deviceSize);
   return {
     safe: head.safe,
