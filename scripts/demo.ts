@@ -8,8 +8,10 @@
  *      agent's `list --remote` shows them through the query Lambda;
  *   4. run the RPO monitor Lambda: the replication-lag metric it publishes is read back from the
  *      local CloudWatch, next to the RPO alarm;
- *   5. read both recovery points back from S3 and check them byte for byte against the images.
- * Later issues add the compaction and restore functions to this loop.
+ *   5. restore RP 1 through the restore Lambda (`cdp-agent restore --remote`: a plan with presigned
+ *      URLs, no bucket access) and check it byte for byte; then delta-restore the latest RP over it
+ *      (only the changed blocks are fetched) and check that too.
+ * Issue 6 adds compaction to this loop.
  *   --keep   leave the server running afterwards (stop it with `npm run cloud:stop`)
  *   --json   print one JSON summary at the end
  */
@@ -21,9 +23,7 @@ import { promisify } from 'node:util';
 import { DescribeAlarmsCommand, GetMetricStatisticsCommand } from '@aws-sdk/client-cloudwatch';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbCatalog } from '../adapters/dynamodb-catalog.ts';
-import { S3ObjectStore } from '../adapters/s3-store.ts';
 import { makeImage, mutateImage } from '../bench/images.ts';
-import { SafeReader } from '../core/safe-reader.ts';
 import { OUTPUTS } from '../lib/offsite-stack.ts';
 import { cloudClients, cloudEnv } from './localcloud/clients.ts';
 import { deployLocal } from './localcloud/deploy.ts';
@@ -124,7 +124,7 @@ try {
   const report = (await fns.invoke(d.outputs[OUTPUTS.monitorFunction]!, {})) as {
     safes: { safe: string; lagSeconds: number; rpoTargetSeconds: number; breached: boolean }[];
   };
-  await fns.close();
+  await fns.metrics.settle(); // EMF lines → the local CloudWatch
   const lagNow = report.safes.find((x) => x.safe === 'demo');
   const stats = await c.cloudwatch.send(
     new GetMetricStatisticsCommand({
@@ -150,14 +150,39 @@ try {
       `CloudWatch CdpOffsite/ReplicationLagSeconds{Safe=demo} = ${lagMetric ?? 'missing'}; alarm ${alarm?.AlarmName} fires when ${alarm?.MetricName} > ${alarm?.Threshold} or the monitor goes silent (missing data: ${alarm?.TreatMissingData})`,
   );
 
-  const reader = new SafeReader(new S3ObjectStore(c.s3, bucket, 'safes/demo', 'demo'), 'demo');
-  const check = async (rp: number, want: string): Promise<boolean> =>
-    sha(await reader.readImage(rp, 'disk.img')) === want;
-  const v1 = await check(1, rp1Hash);
-  const v2 = await check(2, rp2Hash);
+  const restoreFn = d.outputs[OUTPUTS.restoreFunction]!;
+  const restored = `${work}/restored.img`;
+  const restoreEnv = { ...env, AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint };
   say(
-    `\n5. read back from S3: RP 1 ${v1 ? 'matches' : 'DIFFERS FROM'} the image, RP 2 ${v2 ? 'matches' : 'DIFFERS FROM'} the image`,
+    `\n5. restore through the restore Lambda (plan + presigned URLs): cdp-agent restore --remote ${restoreFn}`,
   );
+  const r1 = await agent(
+    ['restore', '--safe', safe, '--device', 'disk.img', '--rp', '1', '--to', restored, '--remote', restoreFn],
+    restoreEnv,
+  );
+  const v1 = sha(readFileSync(restored)) === rp1Hash;
+  say(`   ${r1.trim()}\n   RP 1 ${v1 ? 'matches' : 'DIFFERS FROM'} the image byte for byte`);
+  const r2 = await agent(
+    [
+      'restore',
+      '--safe',
+      safe,
+      '--device',
+      'disk.img',
+      '--rp',
+      'latest',
+      '--to',
+      restored,
+      '--remote',
+      restoreFn,
+    ],
+    restoreEnv,
+  );
+  const v2 = sha(readFileSync(restored)) === rp2Hash;
+  say(
+    `   ${r2.trim()}\n   RP 2 (delta restore over RP 1) ${v2 ? 'matches' : 'DIFFERS FROM'} the image byte for byte`,
+  );
+  await fns.close();
   ok =
     v1 &&
     v2 &&

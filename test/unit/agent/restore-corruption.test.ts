@@ -28,14 +28,17 @@ function damaged(change: (dir: string, seg: string) => void) {
   change(dir, seg);
   const counter = { bytes: 0 };
   const reader = new SafeReader(countingStore(store, counter), 'fx');
+  const to = join(dir, 'out.img');
   const restore = (allowDamaged = false) =>
     runRestore({
       pages: localPages(reader, 1, DEVICE),
       source: new StoreSource(reader, counter),
-      to: join(dir, `out-${Math.random()}.img`),
+      to,
       allowDamaged,
+      delta: 'never',
     });
   return {
+    to,
     restore,
     verify: () =>
       verifyPages(localPages(reader, 1, DEVICE), new StoreSource(reader, counter), () => undefined),
