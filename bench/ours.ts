@@ -9,7 +9,7 @@ export const repoRoot = join(import.meta.dirname, '..');
  * Node (put first on PATH).
  */
 export const AGENT = join(repoRoot, 'dist', 'agent', 'cdp-agent.mjs');
-const agentEnv = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({
+export const agentEnv = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({
   ...process.env,
   ...env,
   PATH: `${dirname(process.execPath)}:${env.PATH ?? process.env.PATH ?? ''}`,

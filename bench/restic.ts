@@ -48,7 +48,7 @@ export interface ResticTarget {
   readonly store: Store;
 }
 
-function envFor(t: ResticTarget): NodeJS.ProcessEnv {
+export function resticEnv(t: ResticTarget): NodeJS.ProcessEnv {
   return {
     ...process.env,
     ...t.env,
@@ -61,7 +61,7 @@ function envFor(t: ResticTarget): NodeJS.ProcessEnv {
 export function resticInit(t: ResticTarget): void {
   mkdirSync(t.cacheDir, { recursive: true });
   try {
-    execFileSync('restic', [...t.options, 'init'], { env: envFor(t), stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync('restic', [...t.options, 'init'], { env: resticEnv(t), stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: Buffer; message: string };
     const text = err.stderr?.toString().trim() || err.message;
@@ -78,7 +78,7 @@ export async function resticBackup(t: ResticTarget, image: string, imageBytes: n
     r = await runMeasured(
       'restic',
       [...t.options, 'backup', '--json', '--stdin', '--stdin-filename', 'disk.img', '--host', 'bench'],
-      { env: envFor(t), stdinFd: fd },
+      { env: resticEnv(t), stdinFd: fd },
     );
   } finally {
     closeSync(fd);

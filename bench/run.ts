@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: our agent against restic on one deterministic image, full then incremental
- * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto).
+ * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto); then restore
+ * of the latest RP (and our delta restore over the previous image) next to `restic restore`.
  * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes).
  */
 
@@ -17,6 +18,7 @@ import { dirBytes, MiB, s3Bytes } from './measure.ts';
 import { type Measurement, type OursTarget, oursBackup, repoRoot } from './ours.ts';
 import { type Outcome, printReport, type Row } from './report.ts';
 import { ensureRestic, type ResticTarget, resticBackup, resticInit } from './restic.ts';
+import { printRestoreReport, type RestoreRow, restorePhase } from './restore.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -130,6 +132,8 @@ async function main(): Promise<void> {
   let moto: Awaited<ReturnType<typeof startMoto>> | undefined;
   const rows: Row[] = [];
   let mutation: MutationInfo | undefined;
+  const restoreRows: RestoreRow[] = [];
+  const previous = join(runDir, 'disk-previous.img');
   try {
     if (!flags['skip-s3']) {
       log('starting moto (embedded S3)');
@@ -191,6 +195,7 @@ async function main(): Promise<void> {
       }
     };
     await phase('full');
+    copyFileSync(disk, previous);
     log(`mutating ${MUTATE_PERCENT}% of the image (seed ${MUTATE_SEED})`);
     mutation = mutateImage(disk, MUTATE_PERCENT, MUTATE_SEED);
     log(
@@ -200,6 +205,19 @@ async function main(): Promise<void> {
           .join(', '),
     );
     await phase('incr');
+    for (const t of targets) {
+      restoreRows.push(
+        await restorePhase(
+          t.name,
+          runOurs ? { safe: t.ours.safe, env: t.ours.env } : undefined,
+          runRestic && !t.resticInitError ? t.restic : undefined,
+          previous,
+          runDir,
+          imageBytes,
+          log,
+        ),
+      );
+    }
   } finally {
     if (moto) await stopMoto(moto.pid);
     if (!flags.keep) rmSync(runDir, { recursive: true, force: true });
@@ -220,10 +238,23 @@ async function main(): Promise<void> {
   };
   const order = (r: Row) => (r.target === 'local' ? 0 : 2) + (r.kind === 'full' ? 0 : 1);
   rows.sort((a, b) => order(a) - order(b));
-  const results = printReport(rows, sizeMiB);
+  const results = [
+    ...printReport(rows, sizeMiB),
+    ...printRestoreReport(restoreRows, (mutation?.dirtyMiB['64K'] ?? 0) * 2 ** 20),
+  ];
+  console.log('\n## Restore targets (issue 5)\n');
+  console.log('| target | measured | status |\n|---|---|---|');
+  for (const t of results.slice(-restoreRows.length * 2)) {
+    console.log(
+      `| ${t.target} | ${t.measured} | ${t.pass === undefined ? 'n/a' : t.pass ? 'PASS' : 'FAIL'} |`,
+    );
+  }
   mkdirSync(join(benchDir, 'results'), { recursive: true });
   const out = join(benchDir, 'results', 'latest.json');
-  writeFileSync(out, `${JSON.stringify({ ...meta, rows, targets: results }, null, 2)}\n`);
+  writeFileSync(
+    out,
+    `${JSON.stringify({ ...meta, rows, restore: restoreRows, targets: results }, null, 2)}\n`,
+  );
   log(`results written to ${out.replace(`${repoRoot}/`, '')}`);
 }
 
