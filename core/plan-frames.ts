@@ -5,7 +5,8 @@
  * naming device, block, RP and segment.
  */
 import type { SafeKeys } from './format/crypto.ts';
-import { decodeFrame, FrameError } from './format/frame.ts';
+import { FRAME_HEADER_BYTES, FrameError, readFrameHeader } from './format/frame.ts';
+import { decodeFrameAsync } from './format/frame-async.ts';
 import type { PlanRun } from './restore-plan.ts';
 import { CorruptBlockError } from './safe-reader.ts';
 
@@ -17,34 +18,70 @@ export interface RunContext {
 }
 
 /**
- * Calls `onBlock` for each block of `run` in order, decoding from `buf` starting at `offset`.
- * On a corrupt frame: throws, or with `onDamaged` reports the rest of the run (frame boundaries
- * past a damaged header cannot be trusted) and returns.
+ * Decodes the blocks of `run` from `buf` starting at `offset`: frame offsets come from the
+ * headers, then frames decode `batch` at a time (zstd on the thread pool); `onBatch` receives consecutive decoded blocks in order.
+ * With `onDamaged`, a bad frame is reported alone (its neighbours still decode) unless its header
+ * is unreadable, which ends the run.
  */
-export function decodeRun(
+export async function decodeRunAsync(
   buf: Buffer,
   offset: number,
   run: Pick<PlanRun, 'first' | 'count'>,
   ctx: RunContext,
   keys: SafeKeys | undefined,
-  onBlock: (block: number, plain: Buffer) => void,
+  onBatch: (first: number, plains: Buffer[]) => Promise<void>,
   onDamaged?: (first: number, count: number, reason: string) => void,
-): void {
+  batch = 32,
+): Promise<void> {
   const opts = { dataKey: keys?.dataKey, idKey: keys?.idKey };
+  const offsets: number[] = [];
   let at = offset;
+  let headerError: string | undefined;
   for (let i = 0; i < run.count; i++) {
-    const block = run.first + i;
-    let f: ReturnType<typeof decodeFrame>;
     try {
       if (at >= buf.length) throw new FrameError('frame missing from the ranged read (truncated segment?)');
-      f = decodeFrame(buf, at, opts);
+      const h = readFrameHeader(buf, at);
+      offsets.push(at);
+      at += FRAME_HEADER_BYTES + h.payloadLength;
     } catch (e) {
       if (!(e instanceof FrameError)) throw e;
-      if (!onDamaged) throw new CorruptBlockError(e.message, { ...ctx, block });
-      onDamaged(block, run.count - i, e.message);
-      return;
+      headerError = e.message;
+      break;
     }
-    onBlock(block, f.plain);
-    at += f.frameLength;
   }
+  if (headerError !== undefined && !onDamaged) {
+    throw new CorruptBlockError(headerError, { ...ctx, block: run.first + offsets.length });
+  }
+  for (let i = 0; i < offsets.length; i += batch) {
+    const n = Math.min(batch, offsets.length - i);
+    const results = await Promise.all(
+      Array.from({ length: n }, (_, k) =>
+        decodeFrameAsync(buf, offsets[i + k]!, opts).then(
+          (plain) => ({ plain }),
+          (e: unknown) => {
+            if (!(e instanceof FrameError)) throw e;
+            return { error: e.message };
+          },
+        ),
+      ),
+    );
+    let groupFirst = run.first + i;
+    let group: Buffer[] = [];
+    for (let k = 0; k < n; k++) {
+      const r = results[k]!;
+      const block = run.first + i + k;
+      if ('plain' in r) {
+        if (group.length === 0) groupFirst = block;
+        group.push(r.plain);
+        continue;
+      }
+      if (!onDamaged) throw new CorruptBlockError(r.error, { ...ctx, block });
+      onDamaged(block, 1, r.error);
+      if (group.length > 0) await onBatch(groupFirst, group);
+      group = [];
+    }
+    if (group.length > 0) await onBatch(groupFirst, group);
+  }
+  if (headerError !== undefined)
+    onDamaged?.(run.first + offsets.length, run.count - offsets.length, headerError);
 }

@@ -11,7 +11,7 @@
  */
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
 import { blockIdentity, type SafeKeys } from '#core/format/crypto.ts';
-import { decodeRun } from '#core/plan-frames.ts';
+import { decodeRunAsync } from '#core/plan-frames.ts';
 import type { PlanRange, PlanRun, RestorePlan } from '#core/restore-plan.ts';
 import type { SegmentSource } from './segment-source.ts';
 
@@ -127,37 +127,24 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     written += r.bytesWritten;
   };
 
-  /** Decodes the frames of `run` from `buf` at `offset` and writes them, 64 blocks per write. */
-  const decodeAndWrite = async (
+  /** Decodes the frames of `run` from `buf` at `offset` (in parallel on the thread pool) and writes them. */
+  const decodeAndWrite = (
     buf: Buffer,
     offset: number,
     run: Pick<PlanRun, 'first' | 'count'>,
     segment: string,
-  ): Promise<void> => {
-    let group: Buffer[] = [];
-    let groupFirst = run.first;
-    const writes: Promise<void>[] = [];
-    decodeRun(
+  ): Promise<void> =>
+    decodeRunAsync(
       buf,
       offset,
       run,
       { safe: head.safe, device: head.device, rp: head.rp, segment },
       keys,
-      (block, plain) => {
-        if (group.length === 0) groupFirst = block;
-        group.push(plain);
-        if (group.length >= 64) {
-          writes.push(writeBlocks(groupFirst, group));
-          group = [];
-        }
-      },
+      (first, plains) => writeBlocks(first, plains),
       input.allowDamaged
         ? (first, count, reason) => damaged.push({ first, count, segment, reason })
         : undefined,
     );
-    writes.push(writeBlocks(groupFirst, group));
-    await Promise.all(writes);
-  };
 
   const fullRange = async (range: PlanRange): Promise<void> => {
     const buf = await input.source.range(range.segment, range.offset, range.length);

@@ -4,7 +4,7 @@
  * block range, RP and segment.
  */
 import type { SafeKeys } from '#core/format/crypto.ts';
-import { decodeRun } from '#core/plan-frames.ts';
+import { decodeRunAsync } from '#core/plan-frames.ts';
 import type { RestorePlan } from '#core/restore-plan.ts';
 import type { DamagedRange } from './run-restore.ts';
 import type { SegmentSource } from './segment-source.ts';
@@ -51,13 +51,13 @@ export async function verifyPages(
           continue;
         }
         for (const run of range.runs) {
-          decodeRun(
+          await decodeRunAsync(
             buf,
             run.offset,
             run,
             { ...ctx, segment: range.segment },
             keys,
-            () => undefined,
+            async () => undefined,
             (first, count, reason) => damaged.push({ first, count, segment: range.segment, reason }),
           );
           dataBlocks += run.count;
