@@ -3,6 +3,7 @@
  * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto); then restore
  * of the latest RP (and our delta restore over the previous image) next to `restic restore`.
  * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes).
+ * Large sparse devices (peak RSS against the device size): `node bench/sparse.ts`.
  */
 
 import { spawnSync } from 'node:child_process';
