@@ -17,6 +17,8 @@ export default defineConfig({
           name: 'infra',
           include: ['test/infra/**/*.test.ts'],
           testTimeout: 60_000,
+          // the synth bundles five functions with esbuild
+          hookTimeout: 120_000,
         },
       },
       {

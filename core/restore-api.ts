@@ -1,16 +1,30 @@
-/** The restore function's requests (docs/FORMAT.md "Restore plan"), shared by the function and the agent. */
+/** The restore function's requests (docs/FORMAT.md "Restore plan", "Export"), shared by the function and the agent. */
 import { z } from 'zod';
 import { rpSelector } from './catalog-api.ts';
 import { BadInputError } from './errors.ts';
 
-export const restoreRequestSchema = z.object({
-  action: z.literal('plan'),
-  safe: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
-  device: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
-  rp: rpSelector,
-  fromBlock: z.number().int().nonnegative().default(0),
-  maxRanges: z.number().int().positive().max(20_000).optional(),
-});
+const safe = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const device = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/);
+
+export const restoreRequestSchema = z.discriminatedUnion('action', [
+  z.object({
+    action: z.literal('plan'),
+    safe,
+    device,
+    rp: rpSelector,
+    fromBlock: z.number().int().nonnegative().default(0),
+    maxRanges: z.number().int().positive().max(20_000).optional(),
+  }),
+  /** Materialize the RP as a raw image object in the bucket (failover); parts are built in parallel. */
+  z.object({
+    action: z.literal('export'),
+    safe,
+    device,
+    rp: rpSelector,
+    partBytes: z.number().int().positive().optional(),
+  }),
+  z.object({ action: z.literal('export-status'), safe, exportId: z.string().uuid() }),
+]);
 
 export type RestoreRequest = z.infer<typeof restoreRequestSchema>;
 

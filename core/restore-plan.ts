@@ -52,6 +52,8 @@ export interface RestorePlan {
 export interface PlanOptions {
   /** First block of the page. @default 0 */
   readonly fromBlock?: number;
+  /** The page (and the plan) ends before this block. @default the device's end */
+  readonly toBlock?: number;
   /** At most this many ranges per page. @default 4096 */
   readonly maxRanges?: number;
   /** A ranged read is at most this long. @default 8 MiB */
@@ -104,6 +106,7 @@ export async function planPage(
   opts: PlanOptions = {},
 ): Promise<RestorePlan> {
   const fromBlock = opts.fromBlock ?? 0;
+  const toBlock = opts.toBlock ?? Number.POSITIVE_INFINITY;
   const maxRanges = opts.maxRanges ?? 4096;
   const maxRangeBytes = opts.maxRangeBytes ?? 8 * 1024 * 1024;
   const gap = opts.gapBytes ?? 64 * 1024;
@@ -134,12 +137,14 @@ export async function planPage(
 
   outer: for (; i < r.extents.length; i++) {
     const whole = r.extents[i]!;
+    if (whole.first >= toBlock) break;
     if (whole.kind !== 'data') continue;
     const skip = Math.max(0, cursor - whole.first);
+    const end = Math.min(whole.first + whole.count, toBlock);
     const e: DataExtent = {
       ...whole,
       first: whole.first + skip,
-      count: whole.count - skip,
+      count: end - whole.first - skip,
       frame: whole.frame + skip,
     };
     const entries = await reader.segmentEntries(e.segment);

@@ -33,6 +33,11 @@ export const DEFAULTS = {
   restoreTimeout: Duration.seconds(60),
   restoreMemoryMiB: 1024,
   restoreUrlTtl: Duration.hours(1),
+  /** The export function builds one multipart part (64 MiB by default) per invocation. */
+  exportTimeout: Duration.minutes(5),
+  exportMemoryMiB: 1024,
+  /** Where exports (raw images of RPs, for failover) are written; outside the ingest prefix. */
+  exportsPrefix: 'exports/',
   /** CloudWatch namespace of the product's metrics (Powertools EMF). */
   metricsNamespace: 'CdpOffsite',
   /** Prefix under which agents upload; only these objects produce ingest events. */

@@ -1,13 +1,15 @@
 import { CfnOutput, type Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { CatalogTable } from './constructs/catalog-table.ts';
 import { CdpFunction } from './constructs/cdp-function.ts';
 import { IngestPipeline } from './constructs/ingest-pipeline.ts';
 import { RpoMonitor } from './constructs/rpo-monitor.ts';
 import { SafesBucket } from './constructs/safes-bucket.ts';
-import { DEFAULTS } from './defaults.ts';
+import { DEFAULTS, visibilityTimeoutFor } from './defaults.ts';
 
 export interface OffsiteStackProps extends StackProps {
   /**
@@ -34,6 +36,8 @@ export const OUTPUTS = {
   queryFunction: 'QueryFunctionName',
   rpoAlarm: 'RpoAlarmName',
   restoreFunction: 'RestoreFunctionName',
+  exportFunction: 'ExportFunctionName',
+  exportQueueUrl: 'ExportQueueUrl',
 } as const;
 
 /** The offsite tier: safes bucket, catalog, ingest pipeline with the index function, RPO monitor, query function. */
@@ -84,6 +88,29 @@ export class OffsiteStack extends Stack {
     // gives it, and the local emulator cannot resolve one.
     queryFn.addFunctionUrl({ authType: FunctionUrlAuthType.AWS_IAM });
 
+    const exportDlq = new Queue(this, 'ExportDeadLetterQueue', {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: DEFAULTS.dlqRetention,
+    });
+    const exportQueue = new Queue(this, 'ExportQueue', {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      visibilityTimeout: visibilityTimeoutFor(DEFAULTS.exportTimeout),
+      deadLetterQueue: { queue: exportDlq, maxReceiveCount: DEFAULTS.maxReceiveCount },
+    });
+    const exportFn = new CdpFunction(this, 'ExportFunction', {
+      entry: 'functions/export/handler.ts',
+      serviceName: 'cdp-export',
+      timeout: DEFAULTS.exportTimeout,
+      memoryMiB: DEFAULTS.exportMemoryMiB,
+      environment: { CATALOG_TABLE: catalog.table.tableName, SAFES_BUCKET: safes.bucket.bucketName },
+    }).fn;
+    catalog.table.grantReadWriteData(exportFn);
+    safes.bucket.grantRead(exportFn, `${DEFAULTS.safesPrefix}*`);
+    safes.bucket.grantPut(exportFn, `${DEFAULTS.exportsPrefix}*`);
+    exportFn.addEventSource(new SqsEventSource(exportQueue, { batchSize: 1, reportBatchItemFailures: true }));
+
     const restoreFn = new CdpFunction(this, 'RestoreFunction', {
       entry: 'functions/restore/handler.ts',
       serviceName: 'cdp-restore',
@@ -93,9 +120,13 @@ export class OffsiteStack extends Stack {
         CATALOG_TABLE: catalog.table.tableName,
         SAFES_BUCKET: safes.bucket.bucketName,
         URL_TTL_SECONDS: String(DEFAULTS.restoreUrlTtl.toSeconds()),
+        EXPORT_QUEUE_URL: exportQueue.queueUrl,
       },
     }).fn;
-    catalog.table.grantReadData(restoreFn);
+    // read for plans; write for export records (the catalog) and starting export uploads
+    catalog.table.grantReadWriteData(restoreFn);
+    safes.bucket.grantPut(restoreFn, `${DEFAULTS.exportsPrefix}*`);
+    exportQueue.grantSendMessages(restoreFn);
     // Read-only on the safes: its presigned URLs carry exactly this permission.
     safes.bucket.grantRead(restoreFn, `${DEFAULTS.safesPrefix}*`);
 
@@ -109,5 +140,7 @@ export class OffsiteStack extends Stack {
     new CfnOutput(this, OUTPUTS.queryFunction, { value: queryFn.functionName });
     new CfnOutput(this, OUTPUTS.rpoAlarm, { value: monitor.alarm.alarmName });
     new CfnOutput(this, OUTPUTS.restoreFunction, { value: restoreFn.functionName });
+    new CfnOutput(this, OUTPUTS.exportFunction, { value: exportFn.functionName });
+    new CfnOutput(this, OUTPUTS.exportQueueUrl, { value: exportQueue.queueUrl });
   }
 }

@@ -5,6 +5,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 
 const common = { maxAttempts: 5 } as const;
@@ -17,4 +18,9 @@ export function makeDocumentClient(): DynamoDBDocumentClient {
 
 export function makeS3Client(): S3Client {
   return new S3Client({ ...common, forcePathStyle: process.env.CDP_S3_FORCE_PATH_STYLE === 'true' });
+}
+
+/** SQS requests go to the configured endpoint, not to the host in the queue URL (emulators). */
+export function makeSqsClient(): SQSClient {
+  return new SQSClient({ ...common, useQueueUrlAsEndpoint: false });
 }

@@ -18,7 +18,11 @@ export interface PlanDeps {
   presign(key: string): Promise<{ url: string; expiresAt: string }>;
 }
 
-async function committedRp(catalog: Catalog, safe: string, sel: RestoreRequest['rp']): Promise<number> {
+export async function committedRp(
+  catalog: Catalog,
+  safe: string,
+  sel: number | 'latest' | string,
+): Promise<number> {
   if (typeof sel === 'number') {
     const r = await catalog.getRp(safe, sel);
     if (r?.state !== 'committed') {
@@ -39,7 +43,10 @@ async function committedRp(catalog: Catalog, safe: string, sel: RestoreRequest['
   return r.rp;
 }
 
-export async function planRestore(deps: PlanDeps, req: RestoreRequest): Promise<RestorePlan> {
+export async function planRestore(
+  deps: PlanDeps,
+  req: Extract<RestoreRequest, { action: 'plan' }>,
+): Promise<RestorePlan> {
   const rp = await committedRp(deps.catalog, req.safe, req.rp);
   const reader = new SafeReader(deps.storeFor(req.safe), req.safe);
   const cfg = await reader.config();

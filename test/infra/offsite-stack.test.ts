@@ -5,6 +5,19 @@ import { OffsiteStack } from '../../lib/offsite-stack.ts';
 
 let template: Template;
 
+/** The IAM policy statements of the role of the function with this Powertools service name. */
+function roleStatements(service: string): { Action: string | string[]; Resource: unknown }[] {
+  const fns = template.findResources('AWS::Lambda::Function', {
+    Properties: { Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: service }) } },
+  });
+  const role = Object.values(fns)[0]!.Properties.Role['Fn::GetAtt'][0] as string;
+  return Object.values(template.findResources('AWS::IAM::Policy'))
+    .filter((p) => (p.Properties.Roles as { Ref: string }[]).some((r) => r.Ref === role))
+    .flatMap((p) => p.Properties.PolicyDocument.Statement);
+}
+
+const roleActions = (service: string): string[] => roleStatements(service).flatMap((s) => [s.Action].flat());
+
 beforeAll(() => {
   const app = new App();
   template = Template.fromStack(new OffsiteStack(app, 'Test'));
@@ -121,7 +134,8 @@ describe('OffsiteStack security defaults', () => {
       Threshold: 0,
       ComparisonOperator: 'GreaterThanThreshold',
     });
-    template.resourceCountIs('AWS::SQS::QueuePolicy', 2);
+    // ingest and export queues and their DLQs all enforce TLS
+    template.resourceCountIs('AWS::SQS::QueuePolicy', 4);
   });
 
   it('runs functions on Node.js 22 arm64 with JSON logs in a log group with retention', () => {
@@ -139,14 +153,21 @@ describe('OffsiteStack security defaults', () => {
   });
 
   it('gives the ingest function read access to the bucket and write access to the catalog only', () => {
-    const policies = template.findResources('AWS::IAM::Policy');
-    const actions = Object.values(policies).flatMap((p) =>
-      (p.Properties.PolicyDocument.Statement as { Action: string | string[] }[]).flatMap((s) => s.Action),
-    );
+    const actions = roleActions('cdp-ingest');
     expect(actions).toContain('dynamodb:PutItem');
     expect(actions).toContain('s3:GetObject*');
-    expect(actions).not.toContain('s3:DeleteObject*');
-    expect(actions).not.toContain('s3:PutObject');
+    expect(actions.filter((a) => /^s3:(Put|Delete)/.test(a))).toEqual([]);
+  });
+
+  it('lets only the restore and export functions write, and only under exports/', () => {
+    for (const service of ['cdp-restore', 'cdp-export']) {
+      const statements = roleStatements(service).filter((st) =>
+        [st.Action].flat().some((a) => /^s3:(Put|Abort)/.test(a)),
+      );
+      expect(statements.length).toBeGreaterThan(0);
+      for (const st of statements) expect(JSON.stringify(st.Resource)).toMatch(/\/exports\/\*/);
+      expect(roleActions(service).filter((a) => /^s3:Delete/.test(a))).toEqual([]);
+    }
   });
 
   it('indexes committed RPs by capture time in a sparse GSI', () => {
@@ -187,16 +208,7 @@ describe('OffsiteStack security defaults', () => {
 
   it('exposes the query function through an IAM-authorized URL, read-only on the catalog', () => {
     template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'AWS_IAM' });
-    const fns = template.findResources('AWS::Lambda::Function', {
-      Properties: { Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'cdp-query' }) } },
-    });
-    const role = Object.values(fns)[0]!.Properties.Role['Fn::GetAtt'][0] as string;
-    const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
-      (p.Properties.Roles as { Ref: string }[]).some((r) => r.Ref === role),
-    );
-    const actions = policies.flatMap((p) =>
-      (p.Properties.PolicyDocument.Statement as { Action: string | string[] }[]).flatMap((s) => s.Action),
-    );
+    const actions = roleActions('cdp-query');
     expect(actions).toContain('dynamodb:Query');
     expect(actions.filter((a) => /Put|Update|Delete|Write/.test(a))).toEqual([]);
   });

@@ -59,9 +59,11 @@ describe('local deploy of the synthesized template', () => {
   it('takes the event source mappings away from moto and hands them to the local runner', async () => {
     const r = await cloud.clients.lambda.send(new ListEventSourceMappingsCommand({}));
     expect(r.EventSourceMappings ?? []).toEqual([]);
-    expect(d.mappings).toHaveLength(1);
-    expect(d.mappings[0]).toMatchObject({ batchSize: 10, reportBatchItemFailures: true });
-    expect(d.mappings[0]!.queueUrl).toBe(d.outputs[OUTPUTS.queueUrl]);
+    expect(d.mappings).toHaveLength(2);
+    const ingest = d.mappings.find((m) => m.queueUrl === d.outputs[OUTPUTS.queueUrl]);
+    expect(ingest).toMatchObject({ batchSize: 10, reportBatchItemFailures: true });
+    const exports = d.mappings.find((m) => m.queueUrl === d.outputs[OUTPUTS.exportQueueUrl]);
+    expect(exports).toMatchObject({ batchSize: 1, reportBatchItemFailures: true });
     expect(d.functions.map((f) => f.functionName)).toContain(d.outputs[OUTPUTS.ingestFunction]);
   });
 

@@ -154,4 +154,55 @@ describe('cdp-agent restore --remote (restore function)', () => {
     expect(v.code).toBe(8);
     expect(JSON.parse(v.stdout).results[0].damaged[0]).toMatchObject({ segment: segId });
   });
+
+  it('exports an RP as a raw image object, parts built in parallel by the export function', async () => {
+    const bucket = d.outputs[OUTPUTS.bucket]!;
+    const dev = join(root, 'plain.img');
+    const img = Buffer.concat([
+      randomBytes(5 * MiB),
+      Buffer.alloc(4 * MiB),
+      Buffer.alloc(3 * MiB + 4321, 'text '),
+    ]);
+    writeFileSync(dev, img);
+    const plainSafe = `s3://${bucket}/safes/plain`;
+    const b = await agent(
+      ['backup', '--safe', plainSafe, '--device', dev, '--state-dir', join(root, 'state-plain')],
+      env,
+    );
+    expect(b.code, b.stderr).toBe(0);
+    await fns.drain();
+    const fn = d.outputs[OUTPUTS.restoreFunction]!;
+    const started = (await fns.invoke(fn, {
+      action: 'export',
+      safe: 'plain',
+      device: 'plain.img',
+      rp: 'latest',
+      partBytes: 5 * MiB,
+    })) as { exportId: string; key: string; parts: number; state: string };
+    expect(started).toMatchObject({ parts: 3, state: 'running' });
+    await fns.drain();
+    const status = (await fns.invoke(fn, {
+      action: 'export-status',
+      safe: 'plain',
+      exportId: started.exportId,
+    })) as {
+      state: string;
+    };
+    expect(status.state).toBe('complete');
+    const obj = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: bucket, Key: started.key }));
+    const exported = Buffer.from(await obj.Body!.transformToByteArray());
+    expect(exported.length).toBe(img.length);
+    expect(sha256(exported)).toBe(sha256(img));
+  });
+
+  it('refuses to export an encrypted safe, whose key never leaves the agent', async () => {
+    await expect(
+      fns.invoke(d.outputs[OUTPUTS.restoreFunction]!, {
+        action: 'export',
+        safe: 'rs',
+        device: 'vol.img',
+        rp: 1,
+      }),
+    ).rejects.toThrow(/safe rs is encrypted: an export needs its data key, which never leaves the agent/);
+  });
 });
