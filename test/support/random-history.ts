@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { deriveKeys, type SafeKeys } from '#core/format/crypto.ts';
 import { decodeSafeConfig } from '#core/format/manifest.ts';
 import { safeConfigKey } from '#core/keys.ts';
+import type { ObjectStore } from '#core/ports/object-store.ts';
 import { type Harness, harness } from './backup-harness.ts';
 import { sha256 } from './read-image.ts';
 
@@ -63,9 +64,10 @@ export async function runHistory(
   nDevices: number,
   encrypted: boolean,
   steps: Step[],
+  at: { safe?: string; store?: ObjectStore } = {},
 ): Promise<History> {
   const key = encrypted ? randomBytes(32) : undefined;
-  const h = harness(root);
+  const h = harness(root, at.safe, at.store);
   const imgs = SIZES.slice(0, nDevices).map((n) => Buffer.alloc(n));
   const paths = imgs.map((_, i) => join(root, `dev${i}.img`));
   imgs.forEach((b, i) => {
