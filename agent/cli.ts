@@ -94,6 +94,24 @@ program
     process.exitCode = await verifyCommand(o);
   });
 
+program
+  .command('replicate')
+  .description('copy the committed recovery points each destination lacks (Multi-Point Replication)')
+  .requiredOption('--from <safe>', 'the source safe (dir or s3://), or with --select a folder of safes')
+  .requiredOption(
+    '--to <safe>',
+    'a destination (repeat for several)',
+    (v: string, acc: string[]) => [...acc, v],
+    [],
+  )
+  .option('--select <names>', 'comma-separated safe ids under --from and --to')
+  .option('--bwlimit <rate>', 'transfer limit, bytes/s with k/M/G (e.g. 20M)')
+  .option('--json', 'print the result as JSON')
+  .action(async (o) => {
+    const { replicateCommand } = await import('./commands/replicate.ts');
+    process.exitCode = await replicateCommand(o);
+  });
+
 try {
   await program.parseAsync();
 } catch (e) {
