@@ -112,6 +112,25 @@ program
     process.exitCode = await replicateCommand(o);
   });
 
+program
+  .command('run')
+  .description('continuous protection: an RP every interval, replicated to every destination (a daemon)')
+  .requiredOption('--config <file>', 'JSON configuration (see README "Continuous protection")')
+  .action(async (o) => {
+    const { runCommand } = await import('./commands/run.ts');
+    process.exitCode = await runCommand(o);
+  });
+
+program
+  .command('status')
+  .description('per safe and destination: newest RP, lag, what is still to copy, last error')
+  .requiredOption('--config <file>', 'the `run` configuration')
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const { statusCommand } = await import('./commands/status.ts');
+    process.exitCode = await statusCommand(o);
+  });
+
 try {
   await program.parseAsync();
 } catch (e) {
