@@ -17,6 +17,7 @@ import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
 import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
 import { dirBytes, MiB, s3Bytes } from './measure.ts';
 import { type Measurement, type OursTarget, oursBackup, repoRoot } from './ours.ts';
+import { printReplicateReport, replicatePhase } from './replicate.ts';
 import { type Outcome, printReport, type Row } from './report.ts';
 import { ensureRestic, type ResticTarget, resticBackup, resticInit } from './restic.ts';
 import { printRestoreReport, type RestoreRow, restorePhase } from './restore.ts';
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   let mutation: MutationInfo | undefined;
   const restoreRows: RestoreRow[] = [];
+  let replication: Awaited<ReturnType<typeof replicatePhase>> | undefined;
   const previous = join(runDir, 'disk-previous.img');
   try {
     if (!flags['skip-s3']) {
@@ -146,7 +148,8 @@ async function main(): Promise<void> {
         credentials: creds,
         forcePathStyle: true,
       });
-      for (const b of ['bench-ours', 'bench-restic']) await s3.send(new CreateBucketCommand({ Bucket: b }));
+      for (const b of ['bench-ours', 'bench-restic', 'bench-replica'])
+        await s3.send(new CreateBucketCommand({ Bucket: b }));
       const awsEnv = {
         AWS_ENDPOINT_URL: moto.endpoint,
         AWS_ACCESS_KEY_ID: 'test',
@@ -219,6 +222,15 @@ async function main(): Promise<void> {
         ),
       );
     }
+    if (moto && runOurs) {
+      replication = await replicatePhase(
+        join(local, 'safes', 'b1'),
+        'bench-replica',
+        moto.endpoint,
+        targets[1]!.ours.env,
+        log,
+      );
+    }
   } finally {
     if (moto) await stopMoto(moto.pid);
     if (!flags.keep) rmSync(runDir, { recursive: true, force: true });
@@ -243,6 +255,7 @@ async function main(): Promise<void> {
     ...printReport(rows, sizeMiB),
     ...printRestoreReport(restoreRows, (mutation?.dirtyMiB['64K'] ?? 0) * 2 ** 20),
   ];
+  if (replication) printReplicateReport(replication);
   console.log('\n## Restore targets (issue 5)\n');
   console.log('| target | measured | status |\n|---|---|---|');
   for (const t of results.slice(-restoreRows.length * 2)) {
@@ -254,7 +267,7 @@ async function main(): Promise<void> {
   const out = join(benchDir, 'results', 'latest.json');
   writeFileSync(
     out,
-    `${JSON.stringify({ ...meta, rows, restore: restoreRows, targets: results }, null, 2)}\n`,
+    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, targets: results }, null, 2)}\n`,
   );
   log(`results written to ${out.replace(`${repoRoot}/`, '')}`);
 }
