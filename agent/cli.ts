@@ -131,6 +131,18 @@ program
     process.exitCode = await statusCommand(o);
   });
 
+program
+  .command('rpo')
+  .description("set a safe's RPO target in the offsite catalog (the lag alarm fires past it)")
+  .requiredOption('--safe <s3://bucket/safes/id>', 'the offsite safe')
+  .requiredOption('--target <duration>', 'e.g. 15m, 1h')
+  .option('--table <name>', 'the catalog table (stack output CatalogTableName; default $CDP_CATALOG_TABLE)')
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const { rpoCommand } = await import('./commands/rpo.ts');
+    process.exitCode = await rpoCommand(o);
+  });
+
 try {
   await program.parseAsync();
 } catch (e) {

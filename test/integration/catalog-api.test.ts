@@ -10,9 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
 import type { LagReport } from '#core/rpo.ts';
 import { OUTPUTS } from '../../lib/offsite-stack.ts';
+import { cloudEnv } from '../../scripts/localcloud/clients.ts';
 import { type Deployment, deployLocal } from '../../scripts/localcloud/deploy.ts';
 import { type LocalFunctions, startLocalFunctions } from '../../scripts/localcloud/local-functions.ts';
 import { catalogContract } from '../contract/catalog.contract.ts';
+import { agent } from '../support/agent-cli.ts';
 import { useLocalCloud } from '../support/local-cloud.ts';
 
 const cloud = useLocalCloud();
@@ -135,5 +137,27 @@ describe('query function', () => {
     const bad = await url('/nothing/here');
     expect(bad.statusCode).toBe(400);
     expect(JSON.parse(bad.body).error).toMatch(/invalid query/);
+  });
+});
+
+describe('cdp-agent rpo', () => {
+  it("sets a safe's RPO target, which the monitor then uses", async () => {
+    const r = await agent(
+      [
+        'rpo',
+        '--safe',
+        's3://any-bucket/safes/fresh',
+        '--target',
+        '2m',
+        '--table',
+        d.outputs[OUTPUTS.table]!,
+        '--json',
+      ],
+      cloudEnv(cloud.profile),
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ safe: 'fresh', rpoTargetSeconds: 120 });
+    const report = (await fns.invoke(d.outputs[OUTPUTS.monitorFunction]!, {})) as LagReport;
+    expect(report.safes.find((s) => s.safe === 'fresh')).toMatchObject({ rpoTargetSeconds: 120 });
   });
 });
