@@ -89,6 +89,7 @@ describe('RPO monitor function', () => {
 
 describe('query function', () => {
   it('answers direct invocations: safes, RPs, the RP at a time, lag, quarantine', async () => {
+    // biome-ignore lint/suspicious/noExplicitAny: the answers are checked field by field below
     const q = (payload: unknown) => fns.invoke(d.outputs[OUTPUTS.queryFunction]!, payload) as Promise<any>;
     await catalog.commitRp({
       safe: 'q1',

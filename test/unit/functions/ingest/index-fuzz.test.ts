@@ -44,6 +44,7 @@ function paths(v: Json, at: (string | number)[] = []): (string | number)[][] {
 
 function setAt(doc: Json, path: (string | number)[], value: Json | undefined): Json {
   if (path.length === 0) return value ?? null;
+  // biome-ignore lint/suspicious/noExplicitAny: walks an arbitrary JSON document
   const parent = path.slice(0, -1).reduce<any>((o, p) => o[p], doc);
   const last = path[path.length - 1]!;
   if (value === undefined) {

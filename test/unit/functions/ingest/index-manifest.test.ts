@@ -115,12 +115,13 @@ describe('index function use case', () => {
 
   type Damage = (t: ReturnType<typeof setup>) => void;
   const editManifest =
-    (rp: number, edit: (m: Record<string, any>) => void): Damage =>
-    (t) => {
-      const m = JSON.parse(readFileSync(t.path(k.manifest(rp)), 'utf8'));
-      edit(m);
-      writeFileSync(t.path(k.manifest(rp)), JSON.stringify(m));
-    };
+    // biome-ignore lint/suspicious/noExplicitAny: the test damages arbitrary manifest fields
+      (rp: number, edit: (m: Record<string, any>) => void): Damage =>
+      (t) => {
+        const m = JSON.parse(readFileSync(t.path(k.manifest(rp)), 'utf8'));
+        edit(m);
+        writeFileSync(t.path(k.manifest(rp)), JSON.stringify(m));
+      };
   const badInputs: [string, Damage, RegExp, number?][] = [
     ['a missing segment', (t) => unlinkSync(t.path(seg1())), /segment .* is missing/],
     [
