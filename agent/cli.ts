@@ -22,6 +22,12 @@ program
   .requiredOption('--safe <dir|s3://bucket/prefix>', 'the Disk Safe')
   .requiredOption('--device <path[=id]>', 'a device or image to protect (repeat for a group)', collect, [])
   .option(
+    '--changed-list <id=file>',
+    'read only the extents this file lists as changed since the last RP (extent list or thin_delta XML)',
+    collect,
+    [],
+  )
+  .option(
     '--block-size <size>',
     'block size at a device’s first backup: 4k..512k, a power of two (default 64k)',
   )

@@ -14,6 +14,8 @@ export class DeviceError extends CdpError {
 export interface DeviceSpec {
   readonly path: string;
   readonly id: string;
+  /** Byte extents changed since the parent RP (changed-list.ts); only these are read. */
+  readonly changed?: readonly (readonly [number, number])[];
 }
 
 /** `PATH` or `PATH=ID`; the id defaults to the sanitized file name (sda, data.img). */

@@ -27,6 +27,7 @@ import { CtsReader, CtsWriter } from '../state/change-tracking.ts';
 import { DedupIndex } from '../state/dedup-index.ts';
 import { listSegments, rebuildChangeTracking, rebuildDedupIndex } from '../state/rebuild.ts';
 import { UncommittedSegments } from '../state/uncommitted.ts';
+import { chunksTouched } from './changed-list.ts';
 import { DeviceError, type DeviceSpec, deviceSize, openDevice, readFully } from './device.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import { ScanPool } from './scan-pool.ts';
@@ -220,8 +221,8 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
           deviceSize: run.size,
         });
         ctsWriters.push(cts);
-        const d = await scanDevice(deps, input, keys, run, packer, dedup, cts);
-        scannedBytes += run.size;
+        const { scanned, ...d } = await scanDevice(deps, input, keys, run, packer, dedup, cts);
+        scannedBytes += scanned;
         changedBytes += d.changedBlocks * run.blockSize;
         devices.push(d);
       }
@@ -292,7 +293,7 @@ async function scanDevice(
   packer: SegmentPacker,
   dedup: DedupIndex,
   cts: CtsWriter,
-): Promise<ScannedDevice> {
+): Promise<ScannedDevice & { scanned: number }> {
   const bs = run.blockSize;
   const chunk = Math.max(CHUNK, bs);
   // every chunk buffer can hold a chunk's frames: workers return the frames in another one (a swap)
@@ -356,12 +357,33 @@ async function scanDevice(
       scanned += length;
       deps.onProgress?.({ device: run.spec.id, scanned, total: run.size });
     };
-    for (let c = 0; c < chunks; c++) {
+    // With a changed list (and the parent's change tracking), read only the chunks it touches;
+    // the others keep the parent's state.
+    const list = run.spec.changed && run.old ? chunksTouched(run.spec.changed, chunk, run.size) : undefined;
+    const order = list ?? Array.from({ length: chunks }, (_, c) => c);
+    for (const c of order) {
       inflight.push(submit(c));
       inflight[inflight.length - 1]!.catch(() => undefined);
       if (inflight.length >= window) await handle(inflight.shift()!);
     }
     while (inflight.length > 0) await handle(inflight.shift()!);
+    if (list && run.old) {
+      const blocksPerChunk = chunk / bs;
+      const totalBlocks = Math.ceil(run.size / bs);
+      // copy the parent's state of the untouched stretches, in batches of up to 64 Ki blocks
+      const copy = async (fromBlock: number, toBlock: number): Promise<void> => {
+        for (let b = fromBlock; b < toBlock; b += 65536) {
+          const n = Math.min(65536, toBlock - b);
+          await cts.write(b, new Uint8Array(await run.old!.read(b, n)));
+        }
+      };
+      let next = 0;
+      for (const c of list) {
+        await copy(next * blocksPerChunk, Math.min(c * blocksPerChunk, totalBlocks));
+        next = c + 1;
+      }
+      await copy(Math.min(next * blocksPerChunk, totalBlocks), totalBlocks);
+    }
   } finally {
     await h.close();
     await pool.close();
@@ -373,5 +395,6 @@ async function scanDevice(
     blockSize: bs,
     ...stats,
     extents,
+    scanned,
   };
 }

@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { CdpError } from '#core/errors.ts';
 import { parseKeyFile } from '#core/format/crypto.ts';
-import { parseDeviceArg } from '../backup/device.ts';
+import { loadChangedList } from '../backup/changed-list.ts';
+import { type DeviceSpec, parseDeviceArg } from '../backup/device.ts';
 import { parseRate, RateLimiter } from '../backup/rate-limiter.ts';
 import { runBackup } from '../backup/run-backup.ts';
 import { progressBar } from '../progress.ts';
@@ -25,6 +26,8 @@ export interface BackupOptions {
   readonly json?: boolean;
   readonly workers?: string;
   readonly segmentSize?: string;
+  /** `ID=FILE`: changed extents of device ID since the last RP. */
+  readonly changedList?: string[];
 }
 
 function runHook(cmd: string): Promise<void> {
@@ -45,6 +48,24 @@ function parseSize(s: string): number {
   return (
     Number(m[1]) * { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g']
   );
+}
+
+/** Attaches each `ID=FILE` changed list to its device. */
+function withChangedLists(devices: DeviceSpec[], lists: string[]): DeviceSpec[] {
+  const byId = new Map<string, string>();
+  for (const l of lists) {
+    const eq = l.indexOf('=');
+    if (eq <= 0) throw new CdpError('E_USAGE', `--changed-list ${l}: give ID=FILE`);
+    byId.set(l.slice(0, eq), l.slice(eq + 1));
+  }
+  for (const id of byId.keys()) {
+    if (!devices.some((d) => d.id === id))
+      throw new CdpError('E_USAGE', `--changed-list ${id}=…: no --device has id ${id}`);
+  }
+  return devices.map((d) => {
+    const file = byId.get(d.id);
+    return file ? { ...d, changed: loadChangedList(file) } : d;
+  });
 }
 
 export async function backupCommand(o: BackupOptions): Promise<number> {
@@ -76,7 +97,7 @@ export async function backupCommand(o: BackupOptions): Promise<number> {
         },
       },
       {
-        devices: o.device.map(parseDeviceArg),
+        devices: withChangedLists(o.device.map(parseDeviceArg), o.changedList ?? []),
         blockSize: o.blockSize ? parseSize(o.blockSize) : undefined,
         key,
         preSnapshot: o.preSnapshot,

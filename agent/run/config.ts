@@ -26,6 +26,8 @@ export const runConfigSchema = z.object({
         postSnapshot: z.string().optional(),
         encryptKeyFile: z.string().optional(),
         replicateTo: z.array(z.string().min(1)).default([]),
+        /** Device id → a changed-extent list file the tracker rewrites before each interval. */
+        changedLists: z.record(z.string(), z.string()).optional(),
         bwlimit: z.string().optional(),
       }),
     )

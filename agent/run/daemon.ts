@@ -85,6 +85,7 @@ export function startDaemon(
             preSnapshot: s.preSnapshot,
             postSnapshot: s.postSnapshot,
             stateDir: cfg.stateDir,
+            changedList: Object.entries(s.changedLists ?? {}).map(([id, file]) => `${id}=${file}`),
             json: true,
           });
           st.lastBackupOk = code === 0;
