@@ -16,6 +16,11 @@ export interface DeviceSpec {
   readonly id: string;
   /** Byte extents changed since the parent RP (changed-list.ts); only these are read. */
   readonly changed?: readonly (readonly [number, number])[];
+  /**
+   * A changed-list file, read after the pre-snapshot command has run (which may write it, e.g.
+   * from thin_delta between the new snapshot and the previous one).
+   */
+  readonly changedFile?: string;
 }
 
 /** `PATH` or `PATH=ID`; the id defaults to the sanitized file name (sda, data.img). */

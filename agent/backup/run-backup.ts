@@ -27,7 +27,7 @@ import { CtsReader, CtsWriter } from '../state/change-tracking.ts';
 import { DedupIndex } from '../state/dedup-index.ts';
 import { listSegments, rebuildChangeTracking, rebuildDedupIndex } from '../state/rebuild.ts';
 import { UncommittedSegments } from '../state/uncommitted.ts';
-import { chunksTouched } from './changed-list.ts';
+import { chunksTouched, loadChangedList } from './changed-list.ts';
 import { DeviceError, type DeviceSpec, deviceSize, openDevice, readFully } from './device.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import { ScanPool } from './scan-pool.ts';
@@ -214,6 +214,10 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
   try {
     if (input.preSnapshot) await deps.runHook(input.preSnapshot);
     try {
+      for (const [i, run] of runs.entries()) {
+        if (run.spec.changedFile)
+          runs[i] = { ...run, spec: { ...run.spec, changed: loadChangedList(run.spec.changedFile) } };
+      }
       for (const run of runs) {
         const cts = await CtsWriter.create(join(deps.stateDir, `${run.spec.id}.cts`), {
           rp,

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { CdpError } from '#core/errors.ts';
 import { parseKeyFile } from '#core/format/crypto.ts';
-import { loadChangedList } from '../backup/changed-list.ts';
 import { type DeviceSpec, parseDeviceArg } from '../backup/device.ts';
 import { parseRate, RateLimiter } from '../backup/rate-limiter.ts';
 import { runBackup } from '../backup/run-backup.ts';
@@ -64,7 +63,7 @@ function withChangedLists(devices: DeviceSpec[], lists: string[]): DeviceSpec[] 
   }
   return devices.map((d) => {
     const file = byId.get(d.id);
-    return file ? { ...d, changed: loadChangedList(file) } : d;
+    return file ? { ...d, changedFile: file } : d;
   });
 }
 

@@ -101,4 +101,34 @@ describe('backup with a changed list', () => {
     expect(r3.manifest.devices[0]!.changedBlocks).toBe(1);
     expect((await new SafeReader(h.store, h.safe).readImage(3, 'd')).equals(img)).toBe(true);
   });
+
+  it('reads a changed-list file after the pre-snapshot command (which may write it)', async () => {
+    const dev = join(root, 'd.img');
+    const img = randomBytes(4 * MiB);
+    writeFileSync(dev, img);
+    const list = join(root, 'changed.txt');
+    const hooks: string[] = [];
+    const hooked = harness(root, 'test-safe', h.store);
+    await hooked.backup({ devices: [{ path: dev, id: 'd' }], blockSize: 4096 });
+    randomBytes(4096).copy(img, 3 * MiB);
+    writeFileSync(dev, img);
+    // the file does not exist yet: the pre-snapshot hook of a real setup would write it
+    const { runBackup } = await import('../../../agent/backup/run-backup.ts');
+    const r = await runBackup(
+      {
+        store: h.store,
+        safe: h.safe,
+        stateDir: hooked.stateDir,
+        agent: { id: 'agent-1', version: 'test', host: 'test' },
+        runHook: async (cmd) => {
+          hooks.push(cmd);
+          writeFileSync(list, `${3 * MiB} 4096\n`);
+        },
+      },
+      { devices: [{ path: dev, id: 'd', changedFile: list }], preSnapshot: 'make-list', workers: 1 },
+    );
+    expect(hooks).toEqual(['make-list']);
+    expect(r.manifest.stats.scannedBytes).toBe(MiB);
+    expect(r.manifest.devices[0]!.changedBlocks).toBe(1);
+  });
 });
