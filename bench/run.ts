@@ -2,7 +2,9 @@
  * `npm run bench`: our agent against restic on one deterministic image, full then incremental
  * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto); then restore
  * of the latest RP (and our delta restore over the previous image) next to `restic restore`.
- * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes).
+ * Then the replication lag under steady writes (bench/lag.ts; about 5 minutes; --skip-lag).
+ * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes),
+ * --skip-lag, --lag-seconds N (120 per mode).
  * Large sparse devices (peak RSS against the device size): `node bench/sparse.ts`.
  */
 
@@ -15,6 +17,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { buildAgent } from '../scripts/build-agent.ts';
 import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
 import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
+import { type LagResult, measureLag, printLagReport } from './lag.ts';
 import { dirBytes, MiB, s3Bytes } from './measure.ts';
 import { type Measurement, type OursTarget, oursBackup, repoRoot } from './ours.ts';
 import { printReplicateReport, replicatePhase } from './replicate.ts';
@@ -29,6 +32,8 @@ const { values: flags } = parseArgs({
     'skip-s3': { type: 'boolean', default: false },
     only: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    'skip-lag': { type: 'boolean', default: false },
+    'lag-seconds': { type: 'string', default: '120' },
   },
 });
 const sizeMiB = Number(flags['size-mib']);
@@ -256,6 +261,17 @@ async function main(): Promise<void> {
     ...printRestoreReport(restoreRows, (mutation?.dirtyMiB['64K'] ?? 0) * 2 ** 20),
   ];
   if (replication) printReplicateReport(replication);
+  let lag: LagResult[] | undefined;
+  if (runOurs && !flags['skip-lag']) {
+    lag = await measureLag({
+      sizeMiB,
+      seconds: Number(flags['lag-seconds']),
+      modes: ['scan', 'changed-list'],
+      workDir,
+      image: img.path,
+    });
+    printLagReport(lag);
+  }
   console.log('\n## Restore targets (issue 5)\n');
   console.log('| target | measured | status |\n|---|---|---|');
   for (const t of results.slice(-restoreRows.length * 2)) {
@@ -267,7 +283,7 @@ async function main(): Promise<void> {
   const out = join(benchDir, 'results', 'latest.json');
   writeFileSync(
     out,
-    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, targets: results }, null, 2)}\n`,
+    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, lag, targets: results }, null, 2)}\n`,
   );
   log(`results written to ${out.replace(`${repoRoot}/`, '')}`);
 }
