@@ -54,9 +54,9 @@ export function planRetention(rps: readonly RpInfo[], policy: RetentionPolicy): 
     list.push(why);
     reasons.set(rp, list);
   };
-  newestFirst
-    .slice(0, Math.max(1, policy.last))
-    .forEach((r, i) => add(r.rp, i < policy.last ? 'last' : 'newest'));
+  for (const [i, r] of newestFirst.slice(0, Math.max(1, policy.last)).entries()) {
+    add(r.rp, i < policy.last ? 'last' : 'newest');
+  }
   for (const r of newestFirst) if (r.locked) add(r.rp, 'locked');
   for (const kind of ['hourly', 'daily', 'weekly', 'monthly'] as const) {
     const n = policy[kind];
