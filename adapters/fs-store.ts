@@ -138,10 +138,17 @@ export class FsObjectStore implements ObjectStore {
         throw e;
       }
       for (const n of names) {
+        if (n.includes('.tmp-')) continue; // a write in progress (or left by a crash)
         const p = join(dir, n);
-        const s = await stat(p);
+        let s: Awaited<ReturnType<typeof stat>>;
+        try {
+          s = await stat(p);
+        } catch (e) {
+          if (isNotFound(e)) continue; // removed while we walked
+          throw e;
+        }
         if (s.isDirectory()) await walk(p);
-        else if (!n.includes('.tmp-')) {
+        else {
           const key = this.prefix + relative(this.location, p).split(sep).join('/');
           if (key.startsWith(prefix)) out.push({ key, size: s.size });
         }

@@ -10,6 +10,7 @@
  * and segments), so a caller can check the parent RP in between.
  */
 import { createHash } from 'node:crypto';
+import { mapLimit } from './concurrency.ts';
 import { BadKeyError, CdpError } from './errors.ts';
 import { type BlockMap, BlockMapFormatError, decodeBlockMap } from './format/block-map.ts';
 import { isValidBlockSize, MiB } from './format/constants.ts';
@@ -61,19 +62,6 @@ export interface VerifiedRp extends ReadManifest {
   /** Segments of earlier RPs that its maps reference (deduplicated blocks). */
   readonly reusedSegments: readonly string[];
   readonly maps: ReadonlyMap<string, { readonly extents: number }>;
-}
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const run = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
-  return out;
 }
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');

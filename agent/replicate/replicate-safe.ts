@@ -6,6 +6,7 @@
  * killed run leaves nothing partial (every object is written atomically) and the next run goes on
  * where it stopped. Segments travel in bounded chunks through a smooth rate limit.
  */
+import { forEachLimit } from '#core/concurrency.ts';
 import { CdpError } from '#core/errors.ts';
 import { decodeSafeConfig } from '#core/format/manifest.ts';
 import { manifestKey, safeConfigKey } from '#core/keys.ts';
@@ -70,14 +71,6 @@ async function copyObject(
     await w.abort().catch(() => undefined);
     throw e;
   }
-}
-
-async function pool<T>(items: readonly T[], n: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const run = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, run));
 }
 
 /** What a destination lacks: the RPs to copy and their bytes. */
@@ -146,7 +139,7 @@ export async function replicateSafe(
       ...m.segments.map((s) => ({ key: s.key, size: s.bytes })),
       ...m.devices.map((d) => ({ key: d.blockMap.key, size: d.blockMap.bytes })),
     ];
-    await pool(objects, o.parallel ?? 4, async (obj) => {
+    await forEachLimit(objects, o.parallel ?? 4, async (obj) => {
       const there = await dst.head(obj.key);
       if (there?.size === obj.size) {
         skipped++;

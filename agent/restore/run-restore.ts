@@ -10,6 +10,7 @@
  * the same restore again resumes it.
  */
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
+import { forEachLimit } from '#core/concurrency.ts';
 import { blockIdentity, type SafeKeys } from '#core/format/crypto.ts';
 import { decodeRunAsync } from '#core/plan-frames.ts';
 import type { PlanRange, PlanRun, RestorePlan } from '#core/restore-plan.ts';
@@ -55,14 +56,6 @@ export interface RestoreResult {
 }
 
 const ZERO_CHUNK = 4 * 1024 * 1024;
-
-async function pool<T>(items: readonly T[], n: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const run = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, run));
-}
 
 /** Suffix of a new file while it is being restored; renamed to the target name when complete. */
 export const PARTIAL_SUFFIX = '.cdp-partial';
@@ -215,7 +208,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
 
   try {
     for (let page: RestorePlan | undefined = head; page; ) {
-      await pool(page.ranges, parallel, delta ? deltaRange : fullRange);
+      await forEachLimit(page.ranges, parallel, delta ? deltaRange : fullRange);
       if (delta) await zeroHoles(page);
       const next = await it.next();
       page = next.done ? undefined : next.value;
