@@ -127,13 +127,11 @@ export async function planPage(
   const ranges: { segment: string; offset: number; end: number; runs: PlanRun[] }[] = [];
   const segments: RestorePlan['segments'] = {};
   let dataBlocks = 0;
-  let rangeBytes = 0;
   let nextBlock: number | null = null;
   let cursor = fromBlock;
-  const close = (): void => {
-    const last = ranges[ranges.length - 1];
-    if (last) rangeBytes += last.end - last.offset;
-  };
+  // The newest range of each segment stays open: a later delta that replaced a few blocks splits
+  // an older segment's run, and the rest of that run joins the same ranged read again.
+  const open = new Map<string, (typeof ranges)[number]>();
 
   outer: for (; i < r.extents.length; i++) {
     const whole = r.extents[i]!;
@@ -152,9 +150,8 @@ export async function planPage(
     const endFrame = e.frame + e.count;
     while (frame < endFrame) {
       const start = entries[frame]!.offset;
-      const cur = ranges[ranges.length - 1];
-      const joinable =
-        cur !== undefined && cur.segment === e.segment && start >= cur.end && start - cur.end <= gap;
+      const cur = open.get(e.segment);
+      const joinable = cur !== undefined && start >= cur.end && start - cur.end <= gap;
       const fits = joinable && start + entries[frame]!.frameLength - cur.offset <= maxRangeBytes;
       let rangeOf = fits ? cur : undefined;
       if (!rangeOf) {
@@ -162,9 +159,9 @@ export async function planPage(
           nextBlock = e.first + (frame - e.frame);
           break outer;
         }
-        close();
         rangeOf = { segment: e.segment, offset: start, end: start, runs: [] };
         ranges.push(rangeOf);
+        open.set(e.segment, rangeOf);
         segments[e.segment] ??= { key: segmentKey(reader.safe, e.segment) };
       }
       const last = lastFrameWithin(entries, frame, endFrame, rangeOf.offset, maxRangeBytes);
@@ -176,7 +173,7 @@ export async function planPage(
     }
     cursor = e.first + e.count;
   }
-  close();
+  const rangeBytes = ranges.reduce((a, x) => a + x.end - x.offset, 0);
   return {
     format: PLAN_FORMAT,
     version: PLAN_VERSION,

@@ -24,7 +24,8 @@ describe('backup → restore round trip', () => {
         fc.array(step, { minLength: 1, maxLength: 10 }),
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 5000, max: 40_000 }),
-        async (nDevices, encrypted, steps, maxRanges, maxRangeBytes) => {
+        fc.constantFrom(0, 4096, 65_536),
+        async (nDevices, encrypted, steps, maxRanges, maxRangeBytes, gapBytes) => {
           const root = mkdtempSync(join(tmpdir(), 'rr-'));
           try {
             const { h, expected, keys } = await runHistory(root, nDevices, encrypted, steps);
@@ -32,7 +33,7 @@ describe('backup → restore round trip', () => {
             const reader = new SafeReader(countingStore(h.store, counter), h.safe);
             const restore = (rp: number, d: number, to: string) =>
               runRestore({
-                pages: localPages(reader, rp, `dev${d}`, { maxRanges, maxRangeBytes, gapBytes: 0 }),
+                pages: localPages(reader, rp, `dev${d}`, { maxRanges, maxRangeBytes, gapBytes }),
                 source: new StoreSource(reader, counter),
                 to,
                 keysFor: () => keys,
