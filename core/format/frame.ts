@@ -159,18 +159,17 @@ export interface DecodeOptions {
 }
 
 /**
- * Decodes the frame at `offset` of `buf`, verifying its identity (the checksum of the plain block).
- * Returns the plain block and the frame's total length.
+ * The frame at `offset` of `buf` up to its stored bytes: the header, and the payload decrypted
+ * (AES-GCM tag checked) but not yet decompressed. Shared by decodeFrame and frame-async.ts.
  */
-export function decodeFrame(
+export function openFrame(
   buf: Uint8Array,
   offset: number,
   opts: DecodeOptions = {},
-): { plain: Buffer; frameLength: number; header: FrameHeader } {
+): { header: FrameHeader; body: Buffer; frameLength: number } {
   const h = readFrameHeader(buf, offset);
   const start = offset + FRAME_HEADER_BYTES;
-  const end = start + h.payloadLength;
-  if (end > buf.length) throw new FrameError('truncated frame payload');
+  if (start + h.payloadLength > buf.length) throw new FrameError('truncated frame payload');
   let body = Buffer.from(buf.buffer, buf.byteOffset + start, h.payloadLength);
   if (h.encrypted) {
     if (!opts.dataKey) throw new FrameError('frame is encrypted and no key was given');
@@ -184,20 +183,37 @@ export function decodeFrame(
       throw new FrameError('authentication failed (wrong key or corrupt frame)');
     }
   }
+  return { header: h, body, frameLength: FRAME_HEADER_BYTES + h.payloadLength };
+}
+
+/** zstd options that bound a frame's decompressed size by its header. */
+export function zstdDecodeOptions(h: FrameHeader): { maxOutputLength: number; chunkSize: number } {
+  return { maxOutputLength: h.plainLength, chunkSize: Math.max(64 * 1024, h.plainLength) };
+}
+
+/** Checks a decoded block against its header: length and identity (the checksum of the plain block). */
+export function checkPlain(h: FrameHeader, plain: Buffer, idKey: Buffer | undefined): Buffer {
+  if (plain.length !== h.plainLength)
+    throw new FrameError(`block length ${plain.length}, header says ${h.plainLength}`);
+  if (!blockIdentity(plain, idKey).equals(h.identity)) throw new FrameError('checksum mismatch');
+  return plain;
+}
+
+/**
+ * Decodes the frame at `offset` of `buf`, verifying its identity (the checksum of the plain block).
+ * Returns the plain block and the frame's total length.
+ */
+export function decodeFrame(
+  buf: Uint8Array,
+  offset: number,
+  opts: DecodeOptions = {},
+): { plain: Buffer; frameLength: number; header: FrameHeader } {
+  const { header: h, body, frameLength } = openFrame(buf, offset, opts);
   let plain: Buffer;
   try {
-    plain =
-      h.codec === CODEC_ZSTD
-        ? zstdDecompressSync(body, {
-            maxOutputLength: h.plainLength,
-            chunkSize: Math.max(64 * 1024, h.plainLength),
-          })
-        : Buffer.from(body);
+    plain = h.codec === CODEC_ZSTD ? zstdDecompressSync(body, zstdDecodeOptions(h)) : Buffer.from(body);
   } catch (e) {
     throw new FrameError(`zstd payload does not decode: ${(e as Error).message}`);
   }
-  if (plain.length !== h.plainLength)
-    throw new FrameError(`block length ${plain.length}, header says ${h.plainLength}`);
-  if (!blockIdentity(plain, opts.idKey).equals(h.identity)) throw new FrameError('checksum mismatch');
-  return { plain, frameLength: FRAME_HEADER_BYTES + h.payloadLength, header: h };
+  return { plain: checkPlain(h, plain, opts.idKey), frameLength, header: h };
 }
