@@ -1,50 +1,13 @@
 /**
  * `cdp-agent list --remote [function]`: the recovery points of a safe as the offsite catalog knows
  * them (committed, waiting for a parent, quarantined with the reason) and the safe's replication
- * lag, from the stack's query function (lambda:InvokeFunction, IAM-authorized). The Lambda client
- * is loaded only here.
+ * lag, from the stack's query function (lambda:InvokeFunction, IAM-authorized).
  */
-import type { InvokeCommandOutput } from '@aws-sdk/client-lambda';
 import type { QueryRequest } from '#core/catalog-api.ts';
-import { CdpError } from '#core/errors.ts';
 import type { RpRecord } from '#core/ports/catalog.ts';
 import type { SafeLag } from '#core/rpo.ts';
+import { RemoteFunction } from '../remote-function.ts';
 import { openSafeLocation } from '../safe-location.ts';
-
-export class RemoteError extends CdpError {
-  constructor(fn: string, reason: string) {
-    super(
-      'E_REMOTE',
-      `query function ${fn}: ${reason}`,
-      {},
-      'check --remote (the stack output QueryFunctionName), credentials and region',
-    );
-  }
-}
-
-async function invoke<T>(fn: string, request: QueryRequest): Promise<T> {
-  const { InvokeCommand, LambdaClient } = await import('@aws-sdk/client-lambda');
-  const client = new LambdaClient({ maxAttempts: 4 });
-  let r: InvokeCommandOutput;
-  try {
-    r = await client.send(
-      new InvokeCommand({ FunctionName: fn, Payload: Buffer.from(JSON.stringify(request)) }),
-    );
-  } catch (e) {
-    throw new RemoteError(fn, (e as Error).message);
-  } finally {
-    client.destroy();
-  }
-  const text = Buffer.from(r.Payload ?? []).toString('utf8');
-  if (r.FunctionError) {
-    let detail = text;
-    try {
-      detail = (JSON.parse(text) as { errorMessage?: string }).errorMessage ?? text;
-    } catch {}
-    throw new RemoteError(fn, `failed: ${detail}`);
-  }
-  return JSON.parse(text) as T;
-}
 
 export interface RemoteListing {
   readonly safe: string;
@@ -54,11 +17,17 @@ export interface RemoteListing {
 
 export async function listRemote(safeArg: string, fn: string): Promise<RemoteListing> {
   const { safe } = await openSafeLocation(safeArg);
-  const [rps, lag] = await Promise.all([
-    invoke<{ rps: RpRecord[] }>(fn, { action: 'rps', safe }),
-    invoke<{ safes: SafeLag[] }>(fn, { action: 'lag', safe }),
-  ]);
-  return { safe, lag: lag.safes[0] ?? null, recoveryPoints: rps.rps };
+  const query = new RemoteFunction(fn, 'query', 'QueryFunctionName');
+  const ask = <T>(request: QueryRequest): Promise<T> => query.call<T>(request);
+  try {
+    const [rps, lag] = await Promise.all([
+      ask<{ rps: RpRecord[] }>({ action: 'rps', safe }),
+      ask<{ safes: SafeLag[] }>({ action: 'lag', safe }),
+    ]);
+    return { safe, lag: lag.safes[0] ?? null, recoveryPoints: rps.rps };
+  } finally {
+    await query.close();
+  }
 }
 
 export async function listRemoteCommand(o: {

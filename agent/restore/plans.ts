@@ -2,10 +2,9 @@
  * The pages of a restore plan: built here from the safe (a directory, or S3 with credentials),
  * or asked of the restore function (lambda:InvokeFunction), whose pages carry presigned URLs.
  */
-import type { InvokeCommandOutput } from '@aws-sdk/client-lambda';
-import { CdpError } from '#core/errors.ts';
 import { type PlanOptions, planPage, type RestorePlan } from '#core/restore-plan.ts';
 import type { SafeReader } from '#core/safe-reader.ts';
+import { RemoteFunction } from '../remote-function.ts';
 
 export async function* localPages(
   reader: SafeReader,
@@ -25,17 +24,6 @@ export async function* localPages(
   }
 }
 
-export class RestoreFunctionError extends CdpError {
-  constructor(fn: string, reason: string) {
-    super(
-      'E_REMOTE',
-      `restore function ${fn}: ${reason}`,
-      {},
-      'check --remote (stack output RestoreFunctionName), credentials and region',
-    );
-  }
-}
-
 export interface RemoteRequest {
   readonly safe: string;
   readonly device: string;
@@ -48,37 +36,22 @@ export async function* remotePages(
   req: RemoteRequest,
   urls: Map<string, string>,
 ): AsyncGenerator<RestorePlan> {
-  const { InvokeCommand, LambdaClient } = await import('@aws-sdk/client-lambda');
-  const client = new LambdaClient({ maxAttempts: 4 });
+  const restore = new RemoteFunction(fn, 'restore', 'RestoreFunctionName');
   try {
     let rp = req.rp;
     for (let from: number | null = 0; from !== null; ) {
-      let r: InvokeCommandOutput;
-      try {
-        r = await client.send(
-          new InvokeCommand({
-            FunctionName: fn,
-            Payload: Buffer.from(JSON.stringify({ action: 'plan', ...req, rp, fromBlock: from })),
-          }),
-        );
-      } catch (e) {
-        throw new RestoreFunctionError(fn, (e as Error).message);
-      }
-      const text = Buffer.from(r.Payload ?? []).toString('utf8');
-      if (r.FunctionError) {
-        let detail = text;
-        try {
-          detail = (JSON.parse(text) as { errorMessage?: string }).errorMessage ?? text;
-        } catch {}
-        throw new RestoreFunctionError(fn, detail);
-      }
-      const page = JSON.parse(text) as RestorePlan;
+      const page: RestorePlan = await restore.call<RestorePlan>({
+        action: 'plan',
+        ...req,
+        rp,
+        fromBlock: from,
+      });
       for (const [id, s] of Object.entries(page.segments)) if (s.url) urls.set(id, s.url);
       rp = page.rp; // later pages ask for the RP the first one resolved
       yield page;
       from = page.nextBlock;
     }
   } finally {
-    client.destroy();
+    await restore.close();
   }
 }
