@@ -48,6 +48,40 @@ function strip<T>(item: Item, drop: readonly string[]): T {
 }
 const KEYS = ['pk', 'sk', 'gsi1pk', 'gsi1sk'] as const;
 
+const COUNTERS = ['committedRps', 'storedBytes', 'quarantined'] as const;
+
+/**
+ * The update of a safe item: creates it on first sight (name, first-seen time, zero counters),
+ * adds to the counters in `add`, and sets `set` (`attr = :value` clauses over `values`).
+ */
+function safeItemUpdate(
+  safe: string,
+  now: string,
+  add: Partial<Record<(typeof COUNTERS)[number], number>>,
+  set: readonly string[] = [],
+  values: Record<string, unknown> = {},
+): { Key: Item; UpdateExpression: string; ExpressionAttributeValues: Record<string, unknown> } {
+  const defaults = COUNTERS.filter((c) => add[c] === undefined);
+  const sets = [
+    'safe = :s',
+    'firstSeenAt = if_not_exists(firstSeenAt, :now)',
+    ...defaults.map((c) => `${c} = if_not_exists(${c}, :zero)`),
+    ...set,
+  ];
+  const adds = Object.keys(add).map((c) => `${c} :add_${c}`);
+  return {
+    Key: { pk: SAFES, sk: `SAFE#${safe}` },
+    UpdateExpression: `SET ${sets.join(', ')}${adds.length ? ` ADD ${adds.join(', ')}` : ''}`,
+    ExpressionAttributeValues: {
+      ':s': safe,
+      ':now': now,
+      ...(defaults.length ? { ':zero': 0 } : {}),
+      ...Object.fromEntries(Object.entries(add).map(([c, v]) => [`:add_${c}`, v])),
+      ...values,
+    },
+  };
+}
+
 /** Counts what the adapter wrote, for the per-RP cost figures. */
 export interface WriteStats {
   requests: number;
@@ -89,12 +123,7 @@ export class DynamoDbCatalog implements Catalog {
     await this.doc.send(
       new UpdateCommand({
         TableName: this.table,
-        Key: { pk: SAFES, sk: `SAFE#${safe}` },
-        UpdateExpression:
-          'SET safe = :s, rpoTargetSeconds = :t, firstSeenAt = if_not_exists(firstSeenAt, :now), ' +
-          'committedRps = if_not_exists(committedRps, :zero), storedBytes = if_not_exists(storedBytes, :zero), ' +
-          'quarantined = if_not_exists(quarantined, :zero)',
-        ExpressionAttributeValues: { ':s': safe, ':t': seconds, ':now': now, ':zero': 0 },
+        ...safeItemUpdate(safe, now, {}, ['rpoTargetSeconds = :t'], { ':t': seconds }),
       }),
     );
   }
@@ -193,7 +222,6 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   private async commitTransaction(rp: RpRecord, advanceNewest: boolean): Promise<void> {
-    const newest = advanceNewest ? ', newestRp = :rp, newestRpCreatedAt = :t' : '';
     const items = [
       {
         Put: {
@@ -213,19 +241,14 @@ export class DynamoDbCatalog implements Catalog {
       {
         Update: {
           TableName: this.table,
-          Key: { pk: SAFES, sk: `SAFE#${rp.safe}` },
-          UpdateExpression:
-            `SET safe = :s, firstSeenAt = if_not_exists(firstSeenAt, :now), quarantined = if_not_exists(quarantined, :zero)${newest} ` +
-            'ADD committedRps :one, storedBytes :sb',
+          ...safeItemUpdate(
+            rp.safe,
+            rp.updatedAt,
+            { committedRps: 1, storedBytes: rp.storedBytes ?? 0 },
+            advanceNewest ? ['newestRp = :rp', 'newestRpCreatedAt = :t'] : [],
+            advanceNewest ? { ':rp': rp.rp, ':t': rp.createdAt } : {},
+          ),
           ConditionExpression: advanceNewest ? 'attribute_not_exists(newestRp) OR newestRp < :rp' : undefined,
-          ExpressionAttributeValues: {
-            ':s': rp.safe,
-            ':now': rp.updatedAt,
-            ':zero': 0,
-            ':one': 1,
-            ':sb': rp.storedBytes ?? 0,
-            ...(advanceNewest ? { ':rp': rp.rp, ':t': rp.createdAt } : {}),
-          },
         },
       },
       ...(rp.parent !== null
@@ -325,14 +348,7 @@ export class DynamoDbCatalog implements Catalog {
   private async touchSafe(safe: string, now: string, quarantined: number): Promise<void> {
     this.count(1);
     await this.doc.send(
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { pk: SAFES, sk: `SAFE#${safe}` },
-        UpdateExpression:
-          'SET safe = :s, firstSeenAt = if_not_exists(firstSeenAt, :now), committedRps = if_not_exists(committedRps, :zero), ' +
-          'storedBytes = if_not_exists(storedBytes, :zero) ADD quarantined :q',
-        ExpressionAttributeValues: { ':s': safe, ':now': now, ':zero': 0, ':q': quarantined },
-      }),
+      new UpdateCommand({ TableName: this.table, ...safeItemUpdate(safe, now, { quarantined }) }),
     );
   }
 
