@@ -5,6 +5,7 @@
  * frames of a run are consecutive in the range, so a reader walks them by their headers. Blocks
  * that no data run covers are zero (holes). Plans are paged by block number for huge devices.
  */
+import { forEachLimit } from './concurrency.ts';
 import type { Extent } from './format/block-map.ts';
 import type { SegmentEntry } from './format/segment.ts';
 import { segmentKey } from './keys.ts';
@@ -119,10 +120,7 @@ export async function planPage(
     const e = r.extents[j]!;
     if (e.kind === 'data') upcoming.add(e.segment);
   }
-  const ids = [...upcoming];
-  for (let k = 0; k < ids.length; k += parallel) {
-    await Promise.all(ids.slice(k, k + parallel).map((id) => reader.segmentEntries(id)));
-  }
+  await forEachLimit([...upcoming], parallel, async (id) => void (await reader.segmentEntries(id)));
 
   const ranges: { segment: string; offset: number; end: number; runs: PlanRun[] }[] = [];
   const segments: RestorePlan['segments'] = {};

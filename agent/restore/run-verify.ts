@@ -3,6 +3,8 @@
  * read and decoded, and its checksum (and AES-GCM tag) verified. Damage is reported by device,
  * block range, RP and segment.
  */
+
+import { forEachLimit } from '#core/concurrency.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
 import { decodeRunAsync } from '#core/plan-frames.ts';
 import type { RestorePlan } from '#core/restore-plan.ts';
@@ -32,39 +34,34 @@ export async function verifyPages(
       keys = keysFor(page);
     }
     const ctx = { safe: page.safe, device: page.device, rp: page.rp };
-    let next = 0;
-    const work = async (): Promise<void> => {
-      while (next < page.ranges.length) {
-        const range = page.ranges[next++]!;
-        let buf: Buffer;
-        try {
-          buf = await source.range(range.segment, range.offset, range.length);
-        } catch (e) {
-          for (const run of range.runs) {
-            damaged.push({
-              first: run.first,
-              count: run.count,
-              segment: range.segment,
-              reason: (e as Error).message,
-            });
-          }
-          continue;
-        }
+    await forEachLimit(page.ranges, parallel, async (range) => {
+      let buf: Buffer;
+      try {
+        buf = await source.range(range.segment, range.offset, range.length);
+      } catch (e) {
         for (const run of range.runs) {
-          await decodeRunAsync(
-            buf,
-            run.offset,
-            run,
-            { ...ctx, segment: range.segment },
-            keys,
-            async () => undefined,
-            (first, count, reason) => damaged.push({ first, count, segment: range.segment, reason }),
-          );
-          dataBlocks += run.count;
+          damaged.push({
+            first: run.first,
+            count: run.count,
+            segment: range.segment,
+            reason: (e as Error).message,
+          });
         }
+        return;
       }
-    };
-    await Promise.all(Array.from({ length: parallel }, work));
+      for (const run of range.runs) {
+        await decodeRunAsync(
+          buf,
+          run.offset,
+          run,
+          { ...ctx, segment: range.segment },
+          keys,
+          async () => undefined,
+          (first, count, reason) => damaged.push({ first, count, segment: range.segment, reason }),
+        );
+        dataBlocks += run.count;
+      }
+    });
   }
   if (!head) throw new Error('the restore plan is empty');
   damaged.sort((a, b) => a.first - b.first);
