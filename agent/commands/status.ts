@@ -44,14 +44,16 @@ export async function statusCommand(o: { config: string; json?: boolean }): Prom
     const destinations: PointStatus[] = [];
     for (const to of s.replicateTo) {
       const dst = await openSafeLocation(to);
-      const dReader = new SafeReader(dst.store, dst.safe);
-      const there = await newestOf(dReader).catch(() => ({ rp: null, at: null }));
+      // one listing of the destination gives both what it holds and what it lacks
       const pending = await pendingOf(reader, dst.store).catch(() => undefined);
+      const thereRp = pending?.newestDestination ?? null;
+      const thereAt =
+        thereRp === null ? null : (await new SafeReader(dst.store, dst.safe).manifest(thereRp)).createdAt;
       destinations.push({
         location: to,
-        newestRp: there.rp,
-        newestRpAt: there.at,
-        lagSeconds: lag(there.at),
+        newestRp: thereRp,
+        newestRpAt: thereAt,
+        lagSeconds: lag(thereAt),
         pendingRps: pending?.rps.length,
         pendingBytes: pending?.bytes,
         lastError: ds?.destinations[to]?.lastError,
