@@ -98,6 +98,11 @@ export async function readManifest(store: ObjectStore, key: string): Promise<Rea
   if (Number.isNaN(Date.parse(manifest.createdAt))) {
     throw bad(`createdAt ${JSON.stringify(manifest.createdAt)} is not a time`);
   }
+  if (manifest.parent === null && rp !== 1) {
+    // the agent makes RP 1 the full and every later RP a delta on the one before it; a later
+    // RP without a parent would read back as a full and silently lose the blocks it did not list
+    throw bad(`RP ${rp} claims to be a full (no parent), but only RP 1 of a safe is one`);
+  }
   if (manifest.parent !== null && manifest.parent >= rp) {
     throw bad(`parent RP ${manifest.parent} is not older than RP ${rp}`);
   }

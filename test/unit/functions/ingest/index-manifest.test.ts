@@ -185,6 +185,12 @@ describe('index function use case', () => {
       /footer lists \d+ frames, the manifest says \d+/,
     ],
     [
+      'an incremental claiming to be a full',
+      editManifest(2, (m) => (m.parent = null)),
+      /RP 2 claims to be a full \(no parent\), but only RP 1 of a safe is one/,
+      2,
+    ],
+    [
       'a map that references a segment nobody uploaded',
       editManifest(2, (m) => (m.segments = [])),
       /references segment [0-9a-f]{64}, which is neither in this RP nor committed in the safe/,
