@@ -126,6 +126,17 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
+  async delete(key: string): Promise<void> {
+    const path = this.path(key);
+    try {
+      await unlink(path);
+    } catch (e) {
+      if (isNotFound(e)) return;
+      throw e;
+    }
+    await fsyncDir(dirname(path));
+  }
+
   async list(prefix: string): Promise<ObjectInfo[]> {
     if (!prefix.startsWith(this.prefix)) return [];
     const out: ObjectInfo[] = [];

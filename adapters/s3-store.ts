@@ -14,6 +14,7 @@ import {
   type CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -151,6 +152,10 @@ export class S3ObjectStore implements ObjectStore {
       if (status === 412 || status === 409) return false;
       throw e;
     }
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {

@@ -6,6 +6,11 @@
  *   safes/<safe>/rp/<rp:010>.json          the manifest that commits recovery point <rp>
  *   safes/<safe>/map/<rp:010>/<device>.map the block map of <device> in recovery point <rp>
  *   safes/<safe>/seg/<id:0:2>/<id>.seg     a segment (id = 64 random hex digits)
+ *   safes/<safe>/policy.json               the retention policy of a directory safe
+ *   safes/<safe>/lock.json                 the compaction lease
+ *   safes/<safe>/gen/<g:010>.json          compaction generation <g>: the view of RPs ≤ its upTo
+ *   safes/<safe>/gen/<g:010>/journal.json  what an attempt at generation <g> writes (crash cleanup)
+ *   safes/<safe>/gen/<g:010>/<rp:010>/<device>.map  a block map rebuilt by generation <g>
  *
  * Zero-padded numbers make LIST order equal recovery-point order.
  */
@@ -24,7 +29,18 @@ export type ParsedKey =
   | { readonly kind: 'safe-config'; readonly safe: string }
   | { readonly kind: 'manifest'; readonly safe: string; readonly rp: number }
   | { readonly kind: 'block-map'; readonly safe: string; readonly rp: number; readonly device: string }
-  | { readonly kind: 'segment'; readonly safe: string; readonly segment: string };
+  | { readonly kind: 'segment'; readonly safe: string; readonly segment: string }
+  | { readonly kind: 'policy'; readonly safe: string }
+  | { readonly kind: 'lock'; readonly safe: string }
+  | { readonly kind: 'generation'; readonly safe: string; readonly generation: number }
+  | { readonly kind: 'journal'; readonly safe: string; readonly generation: number }
+  | {
+      readonly kind: 'generation-map';
+      readonly safe: string;
+      readonly generation: number;
+      readonly rp: number;
+      readonly device: string;
+    };
 
 export function isSafeId(s: string): boolean {
   return SAFE_ID.test(s);
@@ -82,6 +98,37 @@ export function segmentKey(safe: string, segment: string): string {
   return `${safePrefixChecked(safe)}seg/${segment.slice(0, 2)}/${segment}.seg`;
 }
 
+export function policyKey(safe: string): string {
+  return `${safePrefixChecked(safe)}policy.json`;
+}
+
+export function lockKey(safe: string): string {
+  return `${safePrefixChecked(safe)}lock.json`;
+}
+
+export function generationPrefix(safe: string): string {
+  return `${safePrefixChecked(safe)}gen/`;
+}
+
+/** Generation numbers share the RP grammar (1 … 9 999 999 999, ten digits). */
+export function generationKey(safe: string, generation: number): string {
+  return `${generationPrefix(safe)}${rpPart(generation)}.json`;
+}
+
+/** Everything an attempt at generation <g> writes besides segments lives under this prefix. */
+export function generationWorkPrefix(safe: string, generation: number): string {
+  return `${generationPrefix(safe)}${rpPart(generation)}/`;
+}
+
+export function journalKey(safe: string, generation: number): string {
+  return `${generationWorkPrefix(safe, generation)}journal.json`;
+}
+
+export function generationMapKey(safe: string, generation: number, rp: number, device: string): string {
+  check(isDeviceId(device), device, 'device id must match [a-z0-9][a-z0-9._-]{0,62}');
+  return `${generationWorkPrefix(safe, generation)}${rpPart(rp)}/${device}.map`;
+}
+
 function parseRp(key: string, digits: string): number {
   check(/^[0-9]{10}$/.test(digits), key, 'recovery point must be 10 digits');
   const rp = Number(digits);
@@ -97,6 +144,9 @@ export function parseKey(key: string): ParsedKey {
   check(isSafeId(safe), key, 'bad safe id');
   const rest = parts.slice(1);
   if (rest.length === 1 && rest[0] === 'safe.json') return { kind: 'safe-config', safe };
+  if (rest.length === 1 && rest[0] === 'policy.json') return { kind: 'policy', safe };
+  if (rest.length === 1 && rest[0] === 'lock.json') return { kind: 'lock', safe };
+  if (rest[0] === 'gen') return parseGenerationKey(key, safe, rest.slice(1));
   if (rest.length === 2 && rest[0] === 'rp') {
     const m = /^(.*)\.json$/.exec(rest[1] ?? '');
     check(m !== null, key, 'manifest must end in .json');
@@ -113,6 +163,23 @@ export function parseKey(key: string): ParsedKey {
     check(m !== null, key, 'segment must be <64 hex>.seg');
     check(rest[1] === m![1]!.slice(0, 2), key, 'segment fan-out folder must be the first two hex digits');
     return { kind: 'segment', safe, segment: m![1]! };
+  }
+  throw new BadKeyError(key, 'not a key of the bucket layout');
+}
+
+function parseGenerationKey(key: string, safe: string, rest: string[]): ParsedKey {
+  if (rest.length === 1) {
+    const m = /^(.*)\.json$/.exec(rest[0] ?? '');
+    check(m !== null, key, 'generation must end in .json');
+    return { kind: 'generation', safe, generation: parseRp(key, m![1]!) };
+  }
+  const generation = parseRp(key, rest[0] ?? '');
+  if (rest.length === 2 && rest[1] === 'journal.json') return { kind: 'journal', safe, generation };
+  if (rest.length === 3) {
+    const rp = parseRp(key, rest[1] ?? '');
+    const m = /^(.*)\.map$/.exec(rest[2] ?? '');
+    check(m !== null && isDeviceId(m[1]!), key, 'generation block map must be <device>.map');
+    return { kind: 'generation-map', safe, generation, rp, device: m![1]! };
   }
   throw new BadKeyError(key, 'not a key of the bucket layout');
 }

@@ -9,6 +9,12 @@ import { CdpError, NotFoundError } from './errors.ts';
 import { type BlockMap, decodeBlockMap, type Extent, overlay } from './format/block-map.ts';
 import type { SafeKeys } from './format/crypto.ts';
 import { decodeFrame, FrameError } from './format/frame.ts';
+import {
+  type BlockMapRef,
+  decodeGeneration,
+  type Generation,
+  type GenerationRp,
+} from './format/generation.ts';
 import { decodeManifest, decodeSafeConfig, type Manifest, type SafeConfig } from './format/manifest.ts';
 import {
   parseSegmentIndex,
@@ -16,7 +22,16 @@ import {
   SEGMENT_TRAILER_BYTES,
   type SegmentEntry,
 } from './format/segment.ts';
-import { blockMapKey, manifestKey, manifestPrefix, parseKey, safeConfigKey, segmentKey } from './keys.ts';
+import {
+  blockMapKey,
+  generationKey,
+  generationPrefix,
+  manifestKey,
+  manifestPrefix,
+  parseKey,
+  safeConfigKey,
+  segmentKey,
+} from './keys.ts';
 import type { ObjectStore } from './ports/object-store.ts';
 
 export class CorruptBlockError extends CdpError {
@@ -47,12 +62,22 @@ export interface ResolvedDevice {
   readonly extents: readonly Extent[];
 }
 
+/** One link of a device's restore chain: the map of `rp`, full or a delta over the link before. */
+export interface ChainLink {
+  readonly rp: number;
+  readonly full: boolean;
+  readonly ref: BlockMapRef;
+}
+
+export class ExpiredRpError extends NotFoundError {}
+
 export class SafeReader {
   readonly store: ObjectStore;
   readonly safe: string;
   private readonly keys: SafeKeys | undefined;
   private readonly manifests = new Map<number, Manifest>();
   private readonly footers = new Map<string, Promise<SegmentEntry[]>>();
+  private view: Promise<{ gen: Generation | undefined; byRp: Map<number, GenerationRp> }> | undefined;
 
   constructor(store: ObjectStore, safe: string, keys?: SafeKeys) {
     this.store = store;
@@ -66,13 +91,64 @@ export class SafeReader {
     return decodeSafeConfig(await this.store.get(key), `${this.store.location}/safe.json`);
   }
 
-  /** Committed recovery points, oldest first. */
+  /**
+   * The newest committed compaction generation (docs/FORMAT.md §10), read once per reader: every
+   * later call sees the same view, and everything it references outlives the grace period.
+   */
+  generation(): Promise<Generation | undefined> {
+    return this.loadView().then((v) => v.gen);
+  }
+
+  private loadView(): Promise<{ gen: Generation | undefined; byRp: Map<number, GenerationRp> }> {
+    this.view ??= (async () => {
+      const objs = await this.store.list(generationPrefix(this.safe));
+      let newest = 0;
+      for (const o of objs) {
+        try {
+          const k = parseKey(o.key);
+          if (k.kind === 'generation' && k.generation > newest) newest = k.generation;
+        } catch {
+          /* not ours */
+        }
+      }
+      if (newest === 0) return { gen: undefined, byRp: new Map() };
+      const key = generationKey(this.safe, newest);
+      const gen = decodeGeneration(await this.store.get(key), key);
+      if (gen.safe !== this.safe || gen.generation !== newest)
+        throw new SafeFormatError(`${key} claims safe ${gen.safe} generation ${gen.generation}`, { key });
+      return { gen, byRp: new Map(gen.rps.map((r) => [r.rp, r])) };
+    })();
+    this.view.catch(() => {
+      this.view = undefined;
+    });
+    return this.view;
+  }
+
+  /** The view's entry for `rp` when a generation covers it; throws ExpiredRpError if it expired. */
+  private async covered(rp: number): Promise<GenerationRp | undefined> {
+    const { gen, byRp } = await this.loadView();
+    if (!gen || rp > gen.upTo) return undefined;
+    const e = byRp.get(rp);
+    if (!e)
+      throw new ExpiredRpError(`recovery point ${rp} (expired by retention, generation ${gen.generation})`, {
+        safe: this.safe,
+        rp,
+      });
+    return e;
+  }
+
+  /** Committed recovery points, oldest first (expired ones left out). */
   async listRps(): Promise<number[]> {
-    const objs = await this.store.list(manifestPrefix(this.safe));
+    const [objs, { gen, byRp }] = await Promise.all([
+      this.store.list(manifestPrefix(this.safe)),
+      this.loadView(),
+    ]);
     return objs.flatMap((o) => {
       try {
         const k = parseKey(o.key);
-        return k.kind === 'manifest' ? [k.rp] : [];
+        if (k.kind !== 'manifest') return [];
+        if (gen && k.rp <= gen.upTo && !byRp.has(k.rp)) return [];
+        return [k.rp];
       } catch {
         return [];
       }
@@ -82,6 +158,7 @@ export class SafeReader {
   async manifest(rp: number): Promise<Manifest> {
     const cached = this.manifests.get(rp);
     if (cached) return cached;
+    await this.covered(rp);
     const key = manifestKey(this.safe, rp);
     let buf: Buffer;
     try {
@@ -99,11 +176,23 @@ export class SafeReader {
     return m;
   }
 
-  async blockMap(rp: number, device: string): Promise<BlockMap> {
-    const m = await this.manifest(rp);
-    const d = m.devices.find((x) => x.id === device);
-    if (!d) throw new NotFoundError(`device ${device} in RP ${rp}`, { safe: this.safe, rp, device });
-    const key = blockMapKey(this.safe, rp, device);
+  /** The block map a link names, checked against its size and SHA-256. */
+  async blockMap(link: ChainLink, device: string): Promise<BlockMap> {
+    const { rp } = link;
+    const key = link.ref.key;
+    const k = (() => {
+      try {
+        return parseKey(key);
+      } catch {
+        return undefined;
+      }
+    })();
+    if (!k || k.safe !== this.safe || (k.kind !== 'block-map' && k.kind !== 'generation-map'))
+      throw new SafeFormatError(`RP ${rp} names ${key}, which is not a block map of safe ${this.safe}`, {
+        key,
+        rp,
+      });
+    const d = link.ref;
     let buf: Buffer;
     try {
       buf = await this.store.get(key);
@@ -112,10 +201,7 @@ export class SafeReader {
         throw new SafeFormatError(`block map ${key} of RP ${rp} is missing`, { key, rp, device });
       throw e;
     }
-    if (
-      buf.length !== d.blockMap.bytes ||
-      createHash('sha256').update(buf).digest('hex') !== d.blockMap.sha256
-    ) {
+    if (buf.length !== d.bytes || createHash('sha256').update(buf).digest('hex') !== d.sha256) {
       throw new SafeFormatError(`block map ${key} does not match its manifest (truncated or altered)`, {
         key,
         rp,
@@ -129,25 +215,46 @@ export class SafeReader {
     }
   }
 
-  /** The device's complete map at `rp`: the full RP's map with every later delta laid over it. */
-  async resolve(rp: number, device: string): Promise<ResolvedDevice> {
-    // walk back through parents while they hold the device: the earliest one holds its full
-    const chain: number[] = [];
-    for (let r: number | null = rp; r !== null; r = (await this.manifest(r)).parent) {
-      if (chain.includes(r)) throw new SafeFormatError(`RP ${rp} has a parent cycle`, { rp });
-      const m = await this.manifest(r);
-      if (!m.devices.some((d) => d.id === device)) {
+  /**
+   * The maps that make up `device` at `rp`, oldest first: a full map and the deltas over it. Above
+   * the generation's upTo the manifests' parents are followed; at or below it, the generation's.
+   */
+  async chain(rp: number, device: string): Promise<ChainLink[]> {
+    const chain: ChainLink[] = [];
+    const seen = new Set<number>();
+    for (let r: number | null = rp; r !== null; ) {
+      if (seen.has(r)) throw new SafeFormatError(`RP ${rp} has a parent cycle`, { rp });
+      seen.add(r);
+      const e = await this.covered(r);
+      const parent: number | null = e ? e.parent : (await this.manifest(r)).parent;
+      const d = e
+        ? e.devices.find((x) => x.id === device)
+        : (await this.manifest(r)).devices.find((x) => x.id === device);
+      if (!d) {
         if (r === rp)
           throw new NotFoundError(`device ${device} in RP ${rp}`, { safe: this.safe, rp, device });
+        // the device first appears in the RP after this one: that map is its full
+        chain[0] = { ...chain[0]!, full: true };
         break;
       }
-      chain.unshift(r);
+      const full = e ? (d as GenerationRp['devices'][number]).full : parent === null;
+      const ref = e
+        ? (d as GenerationRp['devices'][number]).blockMap
+        : { ...d.blockMap, key: blockMapKey(this.safe, r, device) };
+      chain.unshift({ rp: r, full, ref });
+      if (full) break;
+      r = parent;
     }
+    return chain;
+  }
+
+  /** The device's complete map at `rp`: the full map with every later delta laid over it. */
+  async resolve(rp: number, device: string): Promise<ResolvedDevice> {
     let extents: Extent[] = [];
     let last: BlockMap | undefined;
-    for (const r of chain) {
-      last = await this.blockMap(r, device);
-      extents = overlay(extents, last.extents);
+    for (const link of await this.chain(rp, device)) {
+      last = await this.blockMap(link, device);
+      extents = link.full ? [...last.extents] : overlay(extents, last.extents);
     }
     return { device, rp, blockSize: last!.blockSize, deviceSize: last!.deviceSize, extents };
   }

@@ -126,5 +126,6 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
     putIfAbsent: (k, b) => store.putIfAbsent(k, b),
     list: (p) => store.list(p),
     openWriter: (k) => store.openWriter(k),
+    delete: (k) => store.delete(k),
   };
 }

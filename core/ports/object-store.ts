@@ -10,6 +10,8 @@
  * - `list`: every key under the prefix, in key (byte) order.
  * - `openWriter`: streams one large object; it becomes visible only when `finish` resolves
  *   (durable), never partially; `abort` leaves nothing visible.
+ * - `delete`: removes the object; deleting a missing key is not an error. Only garbage collection
+ *   (core/compaction) deletes, and only objects no committed view references.
  */
 export interface ObjectInfo {
   readonly key: string;
@@ -33,4 +35,5 @@ export interface ObjectStore {
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;
   list(prefix: string): Promise<ObjectInfo[]>;
   openWriter(key: string): ObjectWriter;
+  delete(key: string): Promise<void>;
 }

@@ -57,5 +57,13 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       expect(await s.head(seg('c'))).toBeUndefined();
       expect((await s.list(`${seg('c').slice(0, -70)}`)).map((o) => o.key)).not.toContain(seg('c'));
     });
+
+    it('delete removes an object and tolerates a missing one', async () => {
+      const s = await make();
+      await s.put(seg('d'), Buffer.from('doomed'));
+      await s.delete(seg('d'));
+      expect(await s.head(seg('d'))).toBeUndefined();
+      await expect(s.delete(seg('d'))).resolves.toBeUndefined();
+    });
   });
 }

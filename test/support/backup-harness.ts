@@ -12,7 +12,13 @@ export interface Harness {
   backup(input: BackupInput): Promise<BackupResult>;
 }
 
-export function harness(root: string, safe = 'test-safe', store?: ObjectStore, agentId = 'agent-1'): Harness {
+export function harness(
+  root: string,
+  safe = 'test-safe',
+  store?: ObjectStore,
+  agentId = 'agent-1',
+  now?: () => Date,
+): Harness {
   const s = store ?? new FsObjectStore(join(root, 'safe'), safe);
   const stateDir = join(root, 'state');
   mkdirSync(stateDir, { recursive: true });
@@ -28,6 +34,7 @@ export function harness(root: string, safe = 'test-safe', store?: ObjectStore, a
           stateDir,
           agent: { id: agentId, version: 'test', host: 'test' },
           runHook: async () => undefined,
+          now,
         },
         { workers: 1, segmentBytes: 64 * 1024, ...input },
       ),

@@ -23,7 +23,7 @@ interface Write {
   readonly length: number;
   readonly fill: Fill;
 }
-export type Step = Write | 'backup';
+export type Step = Write | 'backup' | 'compact';
 
 const write = fc.record({
   device: fc.integer({ min: 0, max: 1 }),
@@ -64,10 +64,17 @@ export async function runHistory(
   nDevices: number,
   encrypted: boolean,
   steps: Step[],
-  at: { safe?: string; store?: ObjectStore } = {},
+  at: {
+    safe?: string;
+    store?: ObjectStore;
+    now?: () => Date;
+    /** Runs a 'compact' step; `expected` so far is passed for checks. */
+    onCompact?: (h: Harness, expected: string[][], keys: SafeKeys | undefined) => Promise<void>;
+  } = {},
 ): Promise<History> {
   const key = encrypted ? randomBytes(32) : undefined;
-  const h = harness(root, at.safe, at.store);
+  const h = harness(root, at.safe, at.store, undefined, at.now);
+  let keys: SafeKeys | undefined;
   const imgs = SIZES.slice(0, nDevices).map((n) => Buffer.alloc(n));
   const paths = imgs.map((_, i) => join(root, `dev${i}.img`));
   imgs.forEach((b, i) => {
@@ -82,10 +89,13 @@ export async function runHistory(
       if (r.rp !== expected.length + 1)
         throw new Error(`backup made RP ${r.rp}, expected ${expected.length + 1}`);
       expected.push(imgs.map(sha256));
+      if (key && !keys) {
+        const cfg = decodeSafeConfig(await h.store.get(safeConfigKey(h.safe)), 'safe.json');
+        keys = cfg.encryption ? deriveKeys(key, Buffer.from(cfg.encryption.salt, 'base64')) : undefined;
+      }
+    } else if (s === 'compact') {
+      if (expected.length > 0) await at.onCompact?.(h, expected, keys);
     } else apply(imgs, s, paths);
   }
-  const cfg = decodeSafeConfig(await h.store.get(safeConfigKey(h.safe)), 'safe.json');
-  const keys =
-    key && cfg.encryption ? deriveKeys(key, Buffer.from(cfg.encryption.salt, 'base64')) : undefined;
   return { h, expected, key, keys };
 }

@@ -1,6 +1,6 @@
 /**
  * An ObjectStore that crashes after a given number of write operations (every writer chunk,
- * finish, put and putIfAbsent counts), like an agent killed at that point: the operation does not
+ * finish, put, putIfAbsent and delete counts), like an agent killed at that point: the operation does not
  * happen and the error propagates. Models kopia's blobtesting/faulty.go.
  */
 import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
@@ -47,6 +47,10 @@ export class FaultyStore implements ObjectStore {
   async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     this.tick();
     return this.inner.putIfAbsent(key, body);
+  }
+  async delete(key: string): Promise<void> {
+    this.tick();
+    return this.inner.delete(key);
   }
   openWriter(key: string): ObjectWriter {
     const w = this.inner.openWriter(key);

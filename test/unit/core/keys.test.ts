@@ -1,7 +1,18 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BadKeyError } from '#core/errors.ts';
-import { blockMapKey, manifestKey, parseKey, safeConfigKey, segmentKey } from '#core/keys.ts';
+import {
+  blockMapKey,
+  generationKey,
+  generationMapKey,
+  journalKey,
+  lockKey,
+  manifestKey,
+  parseKey,
+  policyKey,
+  safeConfigKey,
+  segmentKey,
+} from '#core/keys.ts';
 
 const safeId = fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,62}$/);
 const deviceId = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,62}$/);
@@ -16,6 +27,17 @@ describe('keys', () => {
         expect(parseKey(manifestKey(safe, n))).toEqual({ kind: 'manifest', safe, rp: n });
         expect(parseKey(blockMapKey(safe, n, device))).toEqual({ kind: 'block-map', safe, rp: n, device });
         expect(parseKey(segmentKey(safe, segment))).toEqual({ kind: 'segment', safe, segment });
+        expect(parseKey(policyKey(safe))).toEqual({ kind: 'policy', safe });
+        expect(parseKey(lockKey(safe))).toEqual({ kind: 'lock', safe });
+        expect(parseKey(generationKey(safe, n))).toEqual({ kind: 'generation', safe, generation: n });
+        expect(parseKey(journalKey(safe, n))).toEqual({ kind: 'journal', safe, generation: n });
+        expect(parseKey(generationMapKey(safe, n, 1, device))).toEqual({
+          kind: 'generation-map',
+          safe,
+          generation: n,
+          rp: 1,
+          device,
+        });
       }),
     );
   });
@@ -33,6 +55,8 @@ describe('keys', () => {
     ['short recovery point', 'safes/a/rp/12.json'],
     ['segment in the wrong fan-out folder', `safes/a/seg/00/${'ab'.repeat(32)}.seg`],
     ['unknown object', 'safes/a/whatever.bin'],
+    ['generation 0', 'safes/a/gen/0000000000.json'],
+    ['unknown object in a generation', 'safes/a/gen/0000000001/other.json'],
     ['empty safe id', 'safes//safe.json'],
   ])('rejects %s', (_, key) => {
     expect(() => parseKey(key)).toThrow(BadKeyError);

@@ -1,0 +1,125 @@
+/**
+ * A compaction generation (docs/FORMAT.md §10): the committed view of every recovery point up to
+ * `upTo` after retention and compaction. Written once with putIfAbsent, never changed; the newest
+ * generation wins. RPs ≤ upTo that it does not list are expired; RPs > upTo are read from their
+ * manifests, whose parent chain joins the generation at `upTo` (always retained).
+ */
+import { z } from 'zod';
+import { FORMAT_VERSION } from './constants.ts';
+import { ManifestFormatError } from './manifest.ts';
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const count = z.number().int().nonnegative();
+
+export const blockMapRefSchema = z.object({ key: z.string(), bytes: count, sha256: hex64, extents: count });
+export type BlockMapRef = z.infer<typeof blockMapRefSchema>;
+
+export const retentionPolicySchema = z.object({
+  last: count,
+  hourly: count,
+  daily: count,
+  weekly: count,
+  monthly: count,
+  /** RPs kept whatever the policy says, until unlocked. */
+  locked: z.array(z.number().int().positive()).default([]),
+});
+export type StoredPolicy = z.infer<typeof retentionPolicySchema>;
+
+export const generationSchema = z.object({
+  format: z.literal('cdp-generation'),
+  version: z.literal(FORMAT_VERSION),
+  safe: z.string(),
+  generation: z.number().int().positive(),
+  previous: z.number().int().positive().nullable(),
+  createdAt: z.string(),
+  /** The newest RP this generation covers; always retained. */
+  upTo: z.number().int().positive(),
+  /** The most deltas any retained RP's chain has below its full map (the bound). */
+  maxDeltas: count,
+  policy: retentionPolicySchema,
+  /** Retained RPs ≤ upTo, oldest first. A device's map is its full map, or its delta from `parent`. */
+  rps: z.array(
+    z.object({
+      rp: z.number().int().positive(),
+      createdAt: z.string(),
+      parent: z.number().int().positive().nullable(),
+      devices: z.array(
+        z.object({
+          id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+          sizeBytes: count,
+          blockSize: count,
+          full: z.boolean(),
+          blockMap: blockMapRefSchema,
+        }),
+      ),
+    }),
+  ),
+  /** Every segment the maps of this generation reference. */
+  segments: z.array(hex64),
+  /** Segments this compaction wrote (live frames of sparse segments, packed densely). */
+  written: z.array(z.object({ id: hex64, key: z.string(), bytes: count, frames: count })),
+  /** Objects no longer referenced; deleted once `since` + the grace period has passed and no newer RP references them. */
+  garbage: z.array(z.object({ key: z.string(), since: z.string() })),
+  stats: z.object({
+    expired: z.array(z.number().int().positive()),
+    mapsWritten: count,
+    segmentsRewritten: count,
+    bytesRewritten: count,
+    durationMs: count,
+  }),
+});
+
+export type Generation = z.infer<typeof generationSchema>;
+export type GenerationRp = Generation['rps'][number];
+
+function decodeJson<T>(schema: z.ZodType<T>, buf: Uint8Array, where: string, what: string): T {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(buf).toString('utf8'));
+  } catch {
+    throw new ManifestFormatError(`${where}: ${what} is not JSON (truncated?)`);
+  }
+  const v = (json as { version?: unknown })?.version;
+  if (typeof v === 'number' && v !== FORMAT_VERSION)
+    throw new ManifestFormatError(`${where}: ${what} format version ${v} is not supported`);
+  const r = schema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new ManifestFormatError(`${where}: invalid ${what} at ${i?.path.join('.')}: ${i?.message}`);
+  }
+  return r.data;
+}
+
+export function encodeJson(v: unknown): Buffer {
+  return Buffer.from(`${JSON.stringify(v, null, 1)}\n`);
+}
+
+export function decodeGeneration(buf: Uint8Array, where: string): Generation {
+  return decodeJson(generationSchema, buf, where, 'generation');
+}
+
+export const policyFileSchema = retentionPolicySchema.extend({
+  format: z.literal('cdp-policy'),
+  version: z.literal(FORMAT_VERSION),
+  safe: z.string(),
+});
+export type PolicyFile = z.infer<typeof policyFileSchema>;
+
+export function decodePolicy(buf: Uint8Array, where: string): PolicyFile {
+  return decodeJson(policyFileSchema, buf, where, 'retention policy');
+}
+
+export const journalSchema = z.object({
+  format: z.literal('cdp-journal'),
+  version: z.literal(FORMAT_VERSION),
+  generation: z.number().int().positive(),
+  startedAt: z.string(),
+  owner: z.string(),
+  /** Segment keys this attempt may write; a rerun deletes them before starting over. */
+  segments: z.array(z.string()),
+});
+export type Journal = z.infer<typeof journalSchema>;
+
+export function decodeJournal(buf: Uint8Array, where: string): Journal {
+  return decodeJson(journalSchema, buf, where, 'compaction journal');
+}
