@@ -153,6 +153,40 @@ program
     process.exitCode = await rpoCommand(o);
   });
 
+program
+  .command('policy')
+  .description(
+    'show or set the retention policy kept in the safe (applied by compact and the offsite Lambda)',
+  )
+  .requiredOption('--safe <dir|s3://bucket/prefix>', 'the Disk Safe')
+  .option('--last <n>', 'keep the newest n RPs')
+  .option('--hourly <n>', 'keep the newest RP of each of the last n hours')
+  .option('--daily <n>', 'keep the newest RP of each of the last n days')
+  .option('--weekly <n>', 'keep the newest RP of each of the last n ISO weeks')
+  .option('--monthly <n>', 'keep the newest RP of each of the last n months')
+  .option('--lock <rp>', 'keep this RP whatever the policy says (repeat)', collect, [])
+  .option('--unlock <rp>', 'release a locked RP (repeat)', collect, [])
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const { policyCommand } = await import('./commands/policy.ts');
+    process.exitCode = await policyCommand(o);
+  });
+
+program
+  .command('compact')
+  .description(
+    'apply retention and compact the safe: merge expired RPs, bound restore chains, collect garbage',
+  )
+  .requiredOption('--safe <dir|s3://bucket/prefix>', 'the Disk Safe')
+  .option('--grace <duration>', 'delete unreferenced objects this long after they were retired', '2h')
+  .option('--max-deltas <n>', 'restore chains: at most this many deltas over a full map', '7')
+  .option('--state-dir <dir>', 'agent state directory')
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const { compactCommand } = await import('./commands/compact.ts');
+    process.exitCode = await compactCommand(o);
+  });
+
 try {
   await program.parseAsync();
 } catch (e) {

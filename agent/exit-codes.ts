@@ -9,7 +9,7 @@ export const EXIT = {
   device: 3,
   /** The safe is of another agent, another format version, encrypted with another key, or damaged. */
   safe: 4,
-  /** Another writer committed the same recovery point first; run again. */
+  /** Another writer committed the same recovery point first, or another compactor holds the lease; run again. */
   conflict: 5,
   /** The RP was committed but the post-snapshot command failed. */
   postSnapshot: 6,
@@ -34,6 +34,7 @@ export function exitCodeFor(code: string | undefined): number {
     case 'E_REMOTE':
       return EXIT.remote;
     case 'E_CONFLICT':
+    case 'E_LEASE_BUSY':
       return EXIT.conflict;
     case 'E_POST_SNAPSHOT':
       return EXIT.postSnapshot;
