@@ -51,22 +51,35 @@ export function planRewrite(
 
 const MAX_READ = 8 * 1024 * 1024;
 
-/** Writes one output segment; returns where each live frame went and the segment's size. */
+/** Where each live frame goes: the frames of an output's sources, in order (deterministic). */
+export function movesOf(
+  outputs: readonly { id: string; sources: readonly { segment: string; live: readonly number[] }[] }[],
+): Map<string, Map<number, FrameMove>> {
+  const moves = new Map<string, Map<number, FrameMove>>();
+  for (const o of outputs) {
+    let frame = 0;
+    for (const s of o.sources) {
+      const m = new Map<number, FrameMove>();
+      for (const f of s.live) m.set(f, { segment: o.id, frame: frame++ });
+      moves.set(s.segment, m);
+    }
+  }
+  return moves;
+}
+
+/** Writes one output segment (its frames in movesOf order); returns its size and frame count. */
 export async function writeOutputSegment(
   store: ObjectStore,
   safe: string,
-  o: OutputSegment,
+  o: { readonly key: string; readonly sources: readonly LiveSegment[] },
   encrypted: boolean,
-): Promise<{ moves: Map<string, Map<number, FrameMove>>; bytes: number; frames: number }> {
+): Promise<{ bytes: number; frames: number }> {
   const w = store.openWriter(o.key);
   const entries: SegmentEntry[] = [];
-  const moves = new Map<string, Map<number, FrameMove>>();
   let offset = SEGMENT_HEADER_BYTES;
   try {
     await w.write(segmentHeader(encrypted));
     for (const s of o.sources) {
-      const m = new Map<number, FrameMove>();
-      moves.set(s.segment, m);
       // runs of adjacent live frames, one ranged read each (at most MAX_READ)
       let i = 0;
       while (i < s.live.length) {
@@ -83,7 +96,6 @@ export async function writeOutputSegment(
         await w.write(buf);
         for (let k = i; k <= j; k++) {
           const e = s.entries[s.live[k]!]!;
-          m.set(s.live[k]!, { segment: o.id, frame: entries.length });
           entries.push({ ...e, offset: offset + (e.offset - start) });
         }
         offset += end - start;
@@ -92,7 +104,7 @@ export async function writeOutputSegment(
     }
     await w.write(segmentFooter(entries, offset));
     const info = await w.finish();
-    return { moves, bytes: info.size, frames: entries.length };
+    return { bytes: info.size, frames: entries.length };
   } catch (e) {
     await w.abort().catch(() => undefined);
     throw e;

@@ -115,8 +115,21 @@ export const journalSchema = z.object({
   generation: z.number().int().positive(),
   startedAt: z.string(),
   owner: z.string(),
-  /** Segment keys this attempt may write; a rerun deletes them before starting over. */
-  segments: z.array(z.string()),
+  /** The plan's inputs, so the finalizer (maybe another invocation) plans the same again. */
+  upTo: z.number().int().positive(),
+  policy: retentionPolicySchema,
+  maxDeltas: count,
+  rewriteBelow: z.number().min(0).max(1),
+  /** Garbage the planner already deleted (not carried into the new generation). */
+  deleted: z.array(z.string()),
+  /** The segments this attempt writes: each packs the live frames of its sources, in order. */
+  outputs: z.array(
+    z.object({
+      id: hex64,
+      key: z.string(),
+      sources: z.array(z.object({ segment: hex64, live: z.array(count) })),
+    }),
+  ),
 });
 export type Journal = z.infer<typeof journalSchema>;
 

@@ -12,8 +12,12 @@
  * - `markWaiting` records that an RP waits for its parent; `waitingChildren` finds it again.
  * - `listRps` is in RP order; `rpAtOrBefore` gives the newest committed RP created at or before a time.
  * - Writes per RP are O(segments), never O(blocks).
+ * - `acquireCompactionLease` is a conditional write: true for the holder (or the same owner
+ *   again, or anyone once the lease expired), false while another owner holds it.
+ * - `recordGeneration` is idempotent: expired RPs leave the committed set (and the by-time
+ *   index) once; the safe's generation only moves forward.
  */
-export type RpState = 'committed' | 'waiting' | 'quarantined';
+export type RpState = 'committed' | 'waiting' | 'quarantined' | 'expired';
 
 export interface RpDeviceRecord {
   readonly id: string;
@@ -71,6 +75,20 @@ export interface SafeRecord {
   readonly firstSeenAt: string;
   /** The RPO target; absent means the stack default. */
   readonly rpoTargetSeconds?: number;
+  /** The newest compaction generation recorded, and the newest RP it covers. */
+  readonly generation?: number;
+  readonly compactedUpTo?: number;
+}
+
+/** What a committed compaction generation changed, for the catalog. */
+export interface GenerationRecord {
+  readonly safe: string;
+  readonly generation: number;
+  readonly upTo: number;
+  readonly expired: readonly number[];
+  /** Segments the compaction wrote. */
+  readonly written: readonly SegmentRecord[];
+  readonly at: string;
 }
 
 export interface QuarantineRecord {
@@ -111,6 +129,10 @@ export interface Catalog {
 
   quarantineUpload(q: QuarantineRecord): Promise<void>;
   listQuarantined(safe?: string): Promise<QuarantineRecord[]>;
+
+  acquireCompactionLease(safe: string, owner: string, expiresAt: string, now: string): Promise<boolean>;
+  releaseCompactionLease(safe: string, owner: string): Promise<void>;
+  recordGeneration(g: GenerationRecord): Promise<void>;
 }
 
 /** Name of the DynamoDB GSI over committed RPs by capture time (lib/ declares it, adapters/ query it). */

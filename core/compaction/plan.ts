@@ -1,0 +1,153 @@
+/**
+ * Compaction planning (pure over the safe's current view; reads maps and segment footers, never
+ * block data): which RPs the policy keeps, the map of every retained RP in the new generation (a
+ * delta over the previous retained RP, or a synthetic full every `maxDeltas + 1` links), and the
+ * segments whose live bytes fall below `rewriteBelow`. Deterministic for a given view, policy and
+ * `upTo`, so the finalizer of a fanned-out compaction can plan again and get the same result.
+ */
+
+import { mapLimit } from '../concurrency.ts';
+import type { Extent } from '../format/block-map.ts';
+import type { BlockMapRef, Generation, StoredPolicy } from '../format/generation.ts';
+import { planRetention } from '../retention.ts';
+import type { ChainLink, SafeReader } from '../safe-reader.ts';
+import { apply, dataOnly, diff } from './extent-diff.ts';
+import type { LiveSegment } from './rewrite-segments.ts';
+
+export interface PlannedDevice {
+  readonly id: string;
+  readonly sizeBytes: number;
+  readonly blockSize: number;
+  readonly full: boolean;
+  extents: Extent[];
+  /** The existing map, reused as is when nothing about it changes. */
+  ref: BlockMapRef | undefined;
+}
+
+export interface PlannedRp {
+  readonly rp: number;
+  readonly createdAt: string;
+  readonly parent: number | null;
+  readonly devices: PlannedDevice[];
+}
+
+export interface CompactionPlan {
+  readonly old: Generation | undefined;
+  readonly upTo: number;
+  readonly kept: readonly PlannedRp[];
+  readonly expired: readonly number[];
+  /** Keys the current view references at or below upTo (manifests and maps). */
+  readonly oldRefs: ReadonlySet<string>;
+  readonly oldSegments: ReadonlySet<string>;
+  /** Segments the retained maps reference. */
+  readonly liveSegments: ReadonlySet<string>;
+  readonly sparse: readonly LiveSegment[];
+}
+
+export interface PlanSettings {
+  readonly policy: StoredPolicy;
+  readonly maxDeltas: number;
+  readonly rewriteBelow: number;
+  /** Plan only RPs up to this one (the finalizer's replay); default: the newest. */
+  readonly upTo?: number;
+}
+
+export async function planCompaction(
+  reader: SafeReader,
+  s: PlanSettings,
+): Promise<CompactionPlan | undefined> {
+  const old = await reader.generation();
+  const rps = (await reader.listRps()).filter((r) => s.upTo === undefined || r <= s.upTo);
+  if (rps.length === 0) return undefined;
+  const oldEntries = new Map((old?.rps ?? []).map((r) => [r.rp, r]));
+  const info = await mapLimit(rps, 8, async (rp) => {
+    const e = oldEntries.get(rp);
+    if (e) return { rp, createdAt: e.createdAt, parent: e.parent, devices: e.devices.map((d) => d.id) };
+    const m = await reader.manifest(rp);
+    return { rp, createdAt: m.createdAt, parent: m.parent, devices: m.devices.map((d) => d.id) };
+  });
+  const locked = new Set(s.policy.locked);
+  const { last, hourly, daily, weekly, monthly } = s.policy;
+  const retention = planRetention(
+    info.map((r) => ({ rp: r.rp, createdAt: r.createdAt, locked: locked.has(r.rp) })),
+    { last, hourly, daily, weekly, monthly },
+  );
+  const keep = new Set(retention.keep.map((k) => k.rp));
+  const keptInfo = info.filter((r) => keep.has(r.rp));
+  const parentOf = new Map(keptInfo.map((r, i) => [r.rp, i > 0 ? keptInfo[i - 1]!.rp : null]));
+  const kept = new Map<number, PlannedRp>(
+    keptInfo.map((r) => [
+      r.rp,
+      { rp: r.rp, createdAt: r.createdAt, parent: parentOf.get(r.rp)!, devices: [] },
+    ]),
+  );
+
+  // one device at a time: its full state at each RP, oldest first (extents, never blocks)
+  const oldRefs = new Set<string>();
+  const oldSegments = new Set<string>();
+  for (const device of [...new Set(info.flatMap((r) => r.devices))]) {
+    let state: ReturnType<typeof dataOnly> = [];
+    let prevKept: { rp: number; state: typeof state; depth: number } | undefined;
+    for (const r of info) {
+      if (!r.devices.includes(device)) {
+        state = [];
+        prevKept = undefined;
+        continue;
+      }
+      const link = (await reader.chain(r.rp, device)).at(-1) as ChainLink;
+      oldRefs.add(link.ref.key);
+      const map = await reader.blockMap(link, device);
+      for (const e of map.extents) if (e.kind === 'data') oldSegments.add(e.segment);
+      state = link.full ? dataOnly(map.extents) : apply(state, map.extents);
+      const planned = kept.get(r.rp);
+      if (!planned) continue;
+      const chained =
+        prevKept !== undefined && prevKept.rp === planned.parent && prevKept.depth < s.maxDeltas;
+      const full = !chained;
+      const oldParent = oldEntries.get(r.rp)?.parent ?? r.parent;
+      const reusable = link.full === full && (full || oldParent === planned.parent);
+      planned.devices.push({
+        id: device,
+        sizeBytes: map.deviceSize,
+        blockSize: map.blockSize,
+        full,
+        extents: reusable ? [...map.extents] : full ? state : diff(prevKept!.state, state),
+        ref: reusable ? link.ref : undefined,
+      });
+      prevKept = { rp: r.rp, state, depth: full ? 0 : prevKept!.depth + 1 };
+    }
+  }
+
+  // liveness: frames the retained maps reference, per segment
+  const live = new Map<string, Set<number>>();
+  for (const p of kept.values())
+    for (const d of p.devices)
+      for (const e of d.extents) {
+        if (e.kind !== 'data') continue;
+        let set = live.get(e.segment);
+        if (!set) {
+          set = new Set();
+          live.set(e.segment, set);
+        }
+        for (let i = 0; i < e.count; i++) set.add(e.frame + i);
+      }
+  const sparse: LiveSegment[] = [];
+  await mapLimit([...live.keys()], 8, async (segment) => {
+    const entries = await reader.segmentEntries(segment);
+    const frames = [...live.get(segment)!].sort((a, b) => a - b);
+    const total = entries.reduce((n, e) => n + e.frameLength, 0);
+    const liveBytes = frames.reduce((n, f) => n + entries[f]!.frameLength, 0);
+    if (liveBytes < total * s.rewriteBelow) sparse.push({ segment, entries, live: frames });
+  });
+  sparse.sort((a, b) => a.segment.localeCompare(b.segment));
+  return {
+    old,
+    upTo: rps[rps.length - 1]!,
+    kept: [...kept.values()],
+    expired: retention.expire,
+    oldRefs,
+    oldSegments,
+    liveSegments: new Set(live.keys()),
+    sparse,
+  };
+}
