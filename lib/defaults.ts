@@ -38,6 +38,18 @@ export const DEFAULTS = {
   exportMemoryMiB: 1024,
   /** Where exports (raw images of RPs, for failover) are written; outside the ingest prefix. */
   exportsPrefix: 'exports/',
+  /** Compaction: how often every safe is compacted, and the function's limits (Lambda's maximum time). */
+  compactionInterval: Duration.hours(6),
+  compactionTimeout: Duration.minutes(15),
+  compactionMemoryMiB: 1024,
+  /** Every retained RP restores from one full map plus at most this many deltas. */
+  compactionMaxDeltas: 7,
+  /** Ingest queues a compaction once a safe has this many RPs past its last compaction. */
+  compactionChainThreshold: 24,
+  /** Retired objects are deleted after this; twice the restore URL lifetime, so no plan outlives its segments. */
+  compactionGrace: Duration.hours(2),
+  /** Retention of safes without their own policy: 24 latest, 48 hourly, 14 daily, 8 weekly, 12 monthly. */
+  defaultRetention: { last: 24, hourly: 48, daily: 14, weekly: 8, monthly: 12, locked: [] as number[] },
   /** CloudWatch namespace of the product's metrics (Powertools EMF). */
   metricsNamespace: 'CdpOffsite',
   /** Prefix under which agents upload; only these objects produce ingest events. */

@@ -4,8 +4,10 @@ import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
+import type { StoredPolicy } from '../core/format/generation.ts';
 import { CatalogTable } from './constructs/catalog-table.ts';
 import { CdpFunction } from './constructs/cdp-function.ts';
+import { Compaction } from './constructs/compaction.ts';
 import { IngestPipeline } from './constructs/ingest-pipeline.ts';
 import { RpoMonitor } from './constructs/rpo-monitor.ts';
 import { SafesBucket } from './constructs/safes-bucket.ts';
@@ -22,6 +24,11 @@ export interface OffsiteStackProps extends StackProps {
    * @default - DEFAULTS.defaultRpo (1 hour)
    */
   readonly defaultRpo?: Duration;
+  /**
+   * Retention of safes without their own policy (`cdp-agent policy` writes one into the safe).
+   * @default - DEFAULTS.defaultRetention
+   */
+  readonly defaultRetention?: StoredPolicy;
 }
 
 /** Names of the stack outputs; the local harness and the agent read these. */
@@ -38,6 +45,8 @@ export const OUTPUTS = {
   restoreFunction: 'RestoreFunctionName',
   exportFunction: 'ExportFunctionName',
   exportQueueUrl: 'ExportQueueUrl',
+  compactionFunction: 'CompactionFunctionName',
+  compactionQueueUrl: 'CompactionQueueUrl',
 } as const;
 
 /** The offsite tier: safes bucket, catalog, ingest pipeline with the index function, RPO monitor, query function. */
@@ -70,6 +79,17 @@ export class OffsiteStack extends Stack {
     catalog.table.grantReadWriteData(ingestFn);
     safes.bucket.grantRead(ingestFn);
     ingest.addConsumer(ingestFn, DEFAULTS.ingestBatchSize);
+
+    const compaction = new Compaction(this, 'Compaction', {
+      bucket: safes.bucket,
+      catalog: catalog.table,
+      defaultRetention: props.defaultRetention ?? DEFAULTS.defaultRetention,
+      grace: DEFAULTS.compactionGrace,
+    });
+    // ingest queues a compaction when a safe's chain since its last compaction passes the threshold
+    ingestFn.addEnvironment('COMPACTION_QUEUE_URL', compaction.queue.queueUrl);
+    ingestFn.addEnvironment('COMPACTION_CHAIN_THRESHOLD', String(DEFAULTS.compactionChainThreshold));
+    compaction.queue.grantSendMessages(ingestFn);
 
     const defaultRpo = props.defaultRpo ?? DEFAULTS.defaultRpo;
     const monitor = new RpoMonitor(this, 'Rpo', { catalog: catalog.table, defaultRpo });
@@ -142,5 +162,7 @@ export class OffsiteStack extends Stack {
     new CfnOutput(this, OUTPUTS.restoreFunction, { value: restoreFn.functionName });
     new CfnOutput(this, OUTPUTS.exportFunction, { value: exportFn.functionName });
     new CfnOutput(this, OUTPUTS.exportQueueUrl, { value: exportQueue.queueUrl });
+    new CfnOutput(this, OUTPUTS.compactionFunction, { value: compaction.fn.functionName });
+    new CfnOutput(this, OUTPUTS.compactionQueueUrl, { value: compaction.queue.queueUrl });
   }
 }

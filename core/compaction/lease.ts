@@ -6,6 +6,7 @@
 import { CdpError, NotFoundError } from '../errors.ts';
 import { encodeJson } from '../format/generation.ts';
 import { lockKey } from '../keys.ts';
+import type { Catalog } from '../ports/catalog.ts';
 import type { ObjectStore } from '../ports/object-store.ts';
 
 export interface Lease {
@@ -80,5 +81,40 @@ export class ObjectStoreLease implements Lease {
     } catch {
       /* already gone */
     }
+  }
+}
+
+/** The lease as a conditional write on the catalog (the offsite compaction function's). */
+export class CatalogLease implements Lease {
+  private readonly catalog: Catalog;
+  private readonly safe: string;
+  readonly owner: string;
+  private readonly ttlMs: number;
+  private readonly now: () => Date;
+
+  constructor(
+    catalog: Catalog,
+    safe: string,
+    owner: string,
+    ttlMs: number,
+    now: () => Date = () => new Date(),
+  ) {
+    this.catalog = catalog;
+    this.safe = safe;
+    this.owner = owner;
+    this.ttlMs = ttlMs;
+    this.now = now;
+  }
+
+  /** Takes the lease, or extends it for the same owner. */
+  async acquire(): Promise<void> {
+    const t = this.now();
+    const until = new Date(t.getTime() + this.ttlMs).toISOString();
+    if (!(await this.catalog.acquireCompactionLease(this.safe, this.owner, until, t.toISOString())))
+      throw new LeaseBusyError(this.safe, 'another compaction', 'its lease expires');
+  }
+
+  async release(): Promise<void> {
+    await this.catalog.releaseCompactionLease(this.safe, this.owner);
   }
 }

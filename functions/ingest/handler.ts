@@ -13,9 +13,10 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
 import { S3ObjectStore } from '#adapters/s3-store.ts';
 import { parseObjectCreated } from '#core/s3-event.ts';
-import { makeDocumentClient, makeS3Client } from '../commons/clients.ts';
+import { makeDocumentClient, makeS3Client, makeSqsClient } from '../commons/clients.ts';
 import { requireEnv } from '../commons/env.ts';
 import { logger, metrics } from '../commons/powertools.ts';
+import { sendTasks } from '../commons/queue.ts';
 import { handleArrival, type IndexOutcome, ParentPendingError } from './index-manifest.ts';
 
 const bucket = requireEnv('SAFES_BUCKET');
@@ -28,6 +29,19 @@ const deps = {
   now: () => new Date(),
 };
 const processor = new BatchProcessor(EventType.SQS);
+const compactionQueueUrl = process.env.COMPACTION_QUEUE_URL;
+const chainThreshold = Number(process.env.COMPACTION_CHAIN_THRESHOLD ?? '0');
+const sqs = makeSqsClient();
+
+/** Queues a compaction when the safe's chain since its last compaction passes the threshold. */
+async function maybeCompact(safe: string): Promise<void> {
+  if (!compactionQueueUrl || chainThreshold <= 0) return;
+  const s = await catalog.getSafe(safe);
+  const since = (s?.newestRp ?? 0) - (s?.compactedUpTo ?? 0);
+  if (since < chainThreshold || since % chainThreshold !== 0) return;
+  await sendTasks(sqs, compactionQueueUrl, [{ action: 'compact', safe }], 'a compaction');
+  logger.info('compaction queued: the chain passed the threshold', { safe, since, chainThreshold });
+}
 
 function report(o: IndexOutcome, catalogWrites?: { requests: number; items: number }): void {
   switch (o.outcome) {
@@ -58,6 +72,7 @@ async function handleRecord(record: SQSRecord): Promise<void> {
       requests: catalog.writes.requests - before.requests,
       items: catalog.writes.items - before.items,
     });
+    if (outcome.outcome === 'committed') await maybeCompact(outcome.safe);
   } catch (error) {
     if (error instanceof ParentPendingError) {
       metrics.addMetric('RecoveryPointsWaiting', MetricUnit.Count, 1);

@@ -7,7 +7,6 @@
 
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { CreateMultipartUploadCommand, GetObjectCommand } from '@aws-sdk/client-s3';
-import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import middy from '@middy/core';
 import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
@@ -20,6 +19,7 @@ import type { RestorePlan } from '#core/restore-plan.ts';
 import { makeDocumentClient, makeS3Client, makeSqsClient } from '../commons/clients.ts';
 import { requireEnv } from '../commons/env.ts';
 import { logger } from '../commons/powertools.ts';
+import { sendTasks } from '../commons/queue.ts';
 import { planRestore } from './plan-restore.ts';
 import { startExport } from './start-export.ts';
 
@@ -40,19 +40,8 @@ const deps = {
     );
     return r.UploadId!;
   },
-  queueParts: async (tasks: { safe: string; exportId: string; part: number }[]) => {
-    for (let i = 0; i < tasks.length; i += 10) {
-      const batch = tasks.slice(i, i + 10);
-      const r = await sqs.send(
-        new SendMessageBatchCommand({
-          QueueUrl: exportQueueUrl,
-          Entries: batch.map((t) => ({ Id: String(t.part), MessageBody: JSON.stringify(t) })),
-        }),
-      );
-      if (r.Failed?.length)
-        throw new Error(`could not queue export parts: ${r.Failed.map((f) => f.Message).join('; ')}`);
-    }
-  },
+  queueParts: (tasks: { safe: string; exportId: string; part: number }[]) =>
+    sendTasks(sqs, exportQueueUrl, tasks, 'export parts'),
   now: () => new Date(),
   storeFor: (safe: string) => new S3ObjectStore(s3, bucket, `safes/${safe}`, safe),
   presign: async (key: string) => ({

@@ -134,5 +134,42 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
       await c.setRpoTarget(safe, 900, at(0));
       expect(await c.getSafe(safe)).toMatchObject({ safe, rpoTargetSeconds: 900, firstSeenAt: at(0) });
     });
+
+    it('grants the compaction lease to one owner until it expires', async () => {
+      const c = await make();
+      const safe = `c7-${Math.random().toString(36).slice(2, 8)}`;
+      expect(await c.acquireCompactionLease(safe, 'a', at(15), at(0))).toBe(true);
+      expect(await c.acquireCompactionLease(safe, 'b', at(15), at(1))).toBe(false);
+      expect(await c.acquireCompactionLease(safe, 'a', at(16), at(1))).toBe(true);
+      expect(await c.acquireCompactionLease(safe, 'b', at(30), at(20))).toBe(true);
+      await c.releaseCompactionLease(safe, 'a'); // not the holder: no effect
+      expect(await c.acquireCompactionLease(safe, 'a', at(40), at(21))).toBe(false);
+      await c.releaseCompactionLease(safe, 'b');
+      expect(await c.acquireCompactionLease(safe, 'a', at(40), at(21))).toBe(true);
+    });
+
+    it('records a generation once: expired RPs leave the committed set and the time index', async () => {
+      const c = await make();
+      const safe = `c8-${Math.random().toString(36).slice(2, 8)}`;
+      for (const [rp, m] of [
+        [1, 0],
+        [2, 10],
+        [3, 20],
+      ] as const)
+        await c.commitRp(committed(safe, rp, rp === 1 ? null : rp - 1, m));
+      const g = { safe, generation: 1, upTo: 3, expired: [2], written: [], at: at(30) };
+      await c.recordGeneration(g);
+      await c.recordGeneration(g);
+      expect(await c.getSafe(safe)).toMatchObject({
+        committedRps: 2,
+        generation: 1,
+        compactedUpTo: 3,
+        newestRp: 3,
+      });
+      expect((await c.getRp(safe, 2))?.state).toBe('expired');
+      expect((await c.rpAtOrBefore(safe, at(15)))?.rp).toBe(1);
+      await c.recordGeneration({ ...g, generation: 0 + 1, upTo: 1 });
+      expect((await c.getSafe(safe))?.compactedUpTo).toBe(3);
+    });
   });
 }

@@ -1,6 +1,7 @@
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../../lib/defaults.ts';
 import { OffsiteStack } from '../../lib/offsite-stack.ts';
 
 let template: Template;
@@ -85,9 +86,13 @@ describe('OffsiteStack security defaults', () => {
     expect(
       types.filter((t) => t.startsWith('Custom::') || t === 'AWS::CloudFormation::CustomResource'),
     ).toEqual([]);
-    // The only invoke permission is the RPO schedule's (events.amazonaws.com); S3 notifications add none.
+    // The only invoke permissions are the RPO and compaction schedules' (events.amazonaws.com);
+    // S3 notifications add none.
     const permissions = Object.values(template.findResources('AWS::Lambda::Permission'));
-    expect(permissions.map((p) => p.Properties.Principal)).toEqual(['events.amazonaws.com']);
+    expect(permissions.map((p) => p.Properties.Principal)).toEqual([
+      'events.amazonaws.com',
+      'events.amazonaws.com',
+    ]);
   });
 
   it('keeps data on stack deletion', () => {
@@ -134,8 +139,8 @@ describe('OffsiteStack security defaults', () => {
       Threshold: 0,
       ComparisonOperator: 'GreaterThanThreshold',
     });
-    // ingest and export queues and their DLQs all enforce TLS
-    template.resourceCountIs('AWS::SQS::QueuePolicy', 4);
+    // ingest, export and compaction queues and their DLQs all enforce TLS
+    template.resourceCountIs('AWS::SQS::QueuePolicy', 6);
   });
 
   it('runs functions on Node.js 22 arm64 with JSON logs in a log group with retention', () => {
@@ -159,7 +164,27 @@ describe('OffsiteStack security defaults', () => {
     expect(actions.filter((a) => /^s3:(Put|Delete)/.test(a))).toEqual([]);
   });
 
-  it('lets only the restore and export functions write, and only under exports/', () => {
+  it('compacts on a schedule and from a queue with a DLQ; deletes only under safes/, after a grace longer than restore URLs live', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: `rate(${DEFAULTS.compactionInterval.toHours()} hours)`,
+    });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 1,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    const env = Object.values(template.findResources('AWS::Lambda::Function')).find(
+      (f) => f.Properties.Environment?.Variables?.POWERTOOLS_SERVICE_NAME === 'cdp-compaction',
+    )!.Properties.Environment.Variables;
+    expect(Number(env.GRACE_SECONDS)).toBeGreaterThan(DEFAULTS.restoreUrlTtl.toSeconds());
+    expect(Number(env.MAX_DELTAS)).toBe(DEFAULTS.compactionMaxDeltas);
+    const deletes = roleStatements('cdp-compaction').filter((st) =>
+      [st.Action].flat().some((a) => /^s3:Delete/.test(a)),
+    );
+    expect(deletes.length).toBeGreaterThan(0);
+    for (const st of deletes) expect(JSON.stringify(st.Resource)).toMatch(/\/safes\/\*/);
+  });
+
+  it('lets only the restore and export functions write under exports/', () => {
     for (const service of ['cdp-restore', 'cdp-export']) {
       const statements = roleStatements(service).filter((st) =>
         [st.Action].flat().some((a) => /^s3:(Put|Abort)/.test(a)),

@@ -1,6 +1,7 @@
 import type {
   Catalog,
   CommitOutcome,
+  GenerationRecord,
   QuarantineRecord,
   RpRecord,
   SafeRecord,
@@ -126,5 +127,30 @@ export class MemoryCatalog implements Catalog {
     return [...this.quarantined.values()]
       .filter((q) => safe === undefined || q.safe === safe)
       .sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  readonly leases = new Map<string, { owner: string; expiresAt: string }>();
+  async acquireCompactionLease(safe: string, owner: string, expiresAt: string, now: string) {
+    this.writes++;
+    const held = this.leases.get(safe);
+    if (held && held.owner !== owner && held.expiresAt >= now) return false;
+    this.leases.set(safe, { owner, expiresAt });
+    return true;
+  }
+  async releaseCompactionLease(safe: string, owner: string) {
+    if (this.leases.get(safe)?.owner === owner) this.leases.delete(safe);
+  }
+  async recordGeneration(g: GenerationRecord) {
+    await this.putSegments(g.written);
+    for (const rp of g.expired) {
+      const r = this.rps.get(`${g.safe}#${rp}`);
+      if (r?.state !== 'committed') continue;
+      this.rps.set(`${g.safe}#${rp}`, { ...r, state: 'expired', updatedAt: g.at });
+      const s = this.touch(g.safe, g.at);
+      this.touch(g.safe, g.at, { committedRps: s.committedRps - 1 });
+    }
+    const s = this.touch(g.safe, g.at);
+    if ((s.generation ?? 0) < g.generation)
+      this.touch(g.safe, g.at, { generation: g.generation, compactedUpTo: g.upTo });
   }
 }

@@ -1,0 +1,176 @@
+/**
+ * Offsite compaction through the deployed stack: the real agent backs up (encrypted) into the
+ * bucket, the index function commits the RPs, `cdp-agent policy` sets retention in the safe, and
+ * the compaction function (queue task, fanned out over rewrite tasks, then finish) merges the
+ * expired RPs, records the generation in the catalog, and every retained RP still restores byte
+ * for byte through the restore function; an expired RP is refused by name.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GetFunctionConfigurationCommand, UpdateFunctionConfigurationCommand } from '@aws-sdk/client-lambda';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
+import { OUTPUTS } from '../../lib/offsite-stack.ts';
+import { cloudEnv } from '../../scripts/localcloud/clients.ts';
+import { type Deployment, deployLocal } from '../../scripts/localcloud/deploy.ts';
+import type { InvokeServer } from '../../scripts/localcloud/invoke-server.ts';
+import { type LocalFunctions, startLocalFunctions } from '../../scripts/localcloud/local-functions.ts';
+import { agent } from '../support/agent-cli.ts';
+import { useLocalCloud } from '../support/local-cloud.ts';
+import { sha256 } from '../support/read-image.ts';
+
+const cloud = useLocalCloud();
+const MiB = 1024 * 1024;
+const SAFE = 'cmp';
+let d: Deployment;
+let fns: LocalFunctions;
+let invoke: InvokeServer;
+let root: string;
+let env: Record<string, string>;
+let safe: string;
+let keyFile: string;
+const images: Buffer[] = [];
+
+beforeAll(async () => {
+  d = await deployLocal(cloud.profile, { outdir: cloud.outdir });
+  // small output segments and no inline rewrite, so even this small safe fans out
+  const fn = d.outputs[OUTPUTS.compactionFunction]!;
+  const cfg = await cloud.clients.lambda.send(new GetFunctionConfigurationCommand({ FunctionName: fn }));
+  await cloud.clients.lambda.send(
+    new UpdateFunctionConfigurationCommand({
+      FunctionName: fn,
+      Environment: {
+        Variables: { ...cfg.Environment?.Variables, SEGMENT_BYTES: String(256 * 1024), INLINE_OUTPUTS: '0' },
+      },
+    }),
+  );
+  fns = await startLocalFunctions(d);
+  invoke = await fns.serveInvoke();
+  root = mkdtempSync(join(tmpdir(), 'compaction-it-'));
+  env = { ...cloudEnv(cloud.profile), AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint };
+  safe = `s3://${d.outputs[OUTPUTS.bucket]}/safes/${SAFE}`;
+  keyFile = join(root, 'key');
+  writeFileSync(keyFile, randomBytes(32).toString('hex'));
+  const dev = join(root, 'vol.img');
+  const img = Buffer.concat([randomBytes(3 * MiB), Buffer.alloc(MiB)]);
+  for (let i = 0; i < 5; i++) {
+    // each RP rewrites the same 1.5 MiB region, so the older copies die and their segments thin out
+    if (i > 0) randomBytes(1.5 * MiB).copy(img, 256 * 1024);
+    writeFileSync(dev, img);
+    const r = await agent(
+      [
+        'backup',
+        '--safe',
+        safe,
+        '--device',
+        dev,
+        '--state-dir',
+        join(root, 'state'),
+        '--encrypt-key-file',
+        keyFile,
+        '--segment-size',
+        '1M',
+        '--json',
+      ],
+      env,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    images.push(Buffer.from(img));
+  }
+  await fns.drain();
+});
+afterAll(async () => {
+  await fns?.close();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+const restore = (rp: string, to: string) =>
+  agent(
+    [
+      'restore',
+      '--safe',
+      safe,
+      '--device',
+      'vol.img',
+      '--rp',
+      rp,
+      '--to',
+      to,
+      '--remote',
+      d.outputs[OUTPUTS.restoreFunction]!,
+      '--encrypt-key-file',
+      keyFile,
+      '--json',
+    ],
+    env,
+  );
+
+describe('compaction function', () => {
+  it('queues one compact task per safe on its schedule', async () => {
+    const r = (await fns.invoke(d.outputs[OUTPUTS.compactionFunction]!, {
+      'detail-type': 'Scheduled Event',
+      source: 'aws.events',
+      detail: {},
+    })) as { safes: number };
+    expect(r.safes).toBeGreaterThanOrEqual(1);
+    await fns.drain(); // the default policy keeps these five RPs: nothing expires
+    const catalog = new DynamoDbCatalog(
+      DynamoDBDocumentClient.from(cloud.clients.ddb),
+      d.outputs[OUTPUTS.table]!,
+    );
+    expect((await catalog.listRps(SAFE)).map((x) => x.state)).toEqual(Array(5).fill('committed'));
+  });
+
+  it('merges expired RPs over fanned-out tasks, and every retained RP restores byte for byte', async () => {
+    const p = await agent(['policy', '--safe', safe, '--last', '2', '--lock', '2', '--json'], env);
+    expect(p.code, p.stderr).toBe(0);
+    expect(JSON.parse(p.stdout).expire).toEqual([1, 3]);
+    await cloud.clients.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: d.outputs[OUTPUTS.compactionQueueUrl]!,
+        MessageBody: JSON.stringify({ action: 'compact', safe: SAFE }),
+      }),
+    );
+    const batches = await fns.drain();
+    expect(batches.filter((b) => b.error || b.retried > 0)).toEqual([]);
+    const catalog = new DynamoDbCatalog(
+      DynamoDBDocumentClient.from(cloud.clients.ddb),
+      d.outputs[OUTPUTS.table]!,
+    );
+    expect(await catalog.getSafe(SAFE)).toMatchObject({ generation: 1, compactedUpTo: 5, committedRps: 3 });
+    expect((await catalog.getRp(SAFE, 1))?.state).toBe('expired');
+    expect((await catalog.getRp(SAFE, 3))?.state).toBe('expired');
+    const objs = await cloud.clients.s3.send(
+      new ListObjectsV2Command({ Bucket: d.outputs[OUTPUTS.bucket]!, Prefix: `safes/${SAFE}/gen/` }),
+    );
+    expect(objs.Contents?.map((o) => o.Key)).toContain(`safes/${SAFE}/gen/0000000001.json`);
+    const gen = JSON.parse(
+      await (
+        await cloud.clients.s3.send(
+          new GetObjectCommand({
+            Bucket: d.outputs[OUTPUTS.bucket]!,
+            Key: `safes/${SAFE}/gen/0000000001.json`,
+          }),
+        )
+      ).Body!.transformToString(),
+    );
+    expect(gen.stats.segmentsRewritten).toBeGreaterThan(0);
+    expect(gen.written.length).toBeGreaterThan(1); // several output segments: fanned out
+    // what compaction writes under safes/ reaches the index function too: ignored, never quarantined
+    expect(await catalog.listQuarantined(SAFE)).toEqual([]);
+    for (const rp of [2, 4, 5]) {
+      const to = join(root, `r${rp}.img`);
+      const r = await restore(String(rp), to);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(readFileSync(to)), `RP ${rp}`).toBe(sha256(images[rp - 1]!));
+    }
+    const gone = await restore('3', join(root, 'r3.img'));
+    expect(gone.code).toBe(7);
+    expect(gone.stderr).toMatch(/recovery point 3 .*expired/);
+  });
+});
