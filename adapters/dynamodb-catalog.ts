@@ -6,12 +6,14 @@
  *   pk = SAFE#<safe>    sk = RP#<rp:010>                     an RP: state, devices, segment count, bytes
  *   pk = SAFE#<safe>    sk = SEG#<segment id>                a segment: key, bytes, frames, live bytes
  *   pk = SAFE#<safe>    sk = WAIT#<parent:010>#<rp:010>      an RP waiting for its parent
+ *   pk = SAFE#<safe>    sk = LEASE#compaction                the compaction lease: owner, expiresAt
  *   pk = QUARANTINE     sk = <object key>                    an invalid upload with the reason
  *   GSI byTime: gsi1pk = SAFE#<safe>, gsi1sk = <createdAt ISO>#<rp:010> (committed RPs only)
  */
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
 import {
   BatchGetCommand,
+  DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
@@ -24,6 +26,7 @@ import {
   CATALOG_INDEX_BY_TIME,
   type Catalog,
   type CommitOutcome,
+  type GenerationRecord,
   type QuarantineRecord,
   type RpRecord,
   type SafeRecord,
@@ -37,6 +40,7 @@ const rpSk = (rp: number): string => `RP#${pad(rp)}`;
 const waitSk = (parent: number, rp: number): string => `WAIT#${pad(parent)}#${pad(rp)}`;
 const SAFES = 'SAFES';
 const QUARANTINE = 'QUARANTINE';
+const LEASE = 'LEASE#compaction';
 const PARALLEL = 8;
 
 type Item = Record<string, unknown>;
@@ -314,6 +318,96 @@ export class DynamoDbCatalog implements Catalog {
       });
     }
     await this.touchSafe(q.safe, q.quarantinedAt, 1);
+  }
+
+  async acquireCompactionLease(
+    safe: string,
+    owner: string,
+    expiresAt: string,
+    now: string,
+  ): Promise<boolean> {
+    this.count(1);
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: safePk(safe), sk: LEASE, owner, expiresAt },
+          ConditionExpression: 'attribute_not_exists(pk) OR expiresAt < :now OR #owner = :owner',
+          ExpressionAttributeNames: { '#owner': 'owner' },
+          ExpressionAttributeValues: { ':now': now, ':owner': owner },
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (e instanceof ConditionalCheckFailedException) return false;
+      throw e;
+    }
+  }
+
+  async releaseCompactionLease(safe: string, owner: string): Promise<void> {
+    this.count(1);
+    try {
+      await this.doc.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: { pk: safePk(safe), sk: LEASE },
+          ConditionExpression: '#owner = :owner',
+          ExpressionAttributeNames: { '#owner': 'owner' },
+          ExpressionAttributeValues: { ':owner': owner },
+        }),
+      );
+    } catch (e) {
+      if (!(e instanceof ConditionalCheckFailedException)) throw e;
+    }
+  }
+
+  async recordGeneration(g: GenerationRecord): Promise<void> {
+    await this.putSegments(g.written);
+    for (const rp of g.expired) {
+      this.count(2);
+      try {
+        await this.doc.send(
+          new TransactWriteCommand({
+            TransactItems: [
+              {
+                Update: {
+                  TableName: this.table,
+                  Key: { pk: safePk(g.safe), sk: rpSk(rp) },
+                  UpdateExpression:
+                    'SET #state = :expired, updatedAt = :at, expiredBy = :g REMOVE gsi1pk, gsi1sk',
+                  ConditionExpression: '#state = :committed',
+                  ExpressionAttributeNames: { '#state': 'state' },
+                  ExpressionAttributeValues: {
+                    ':expired': 'expired',
+                    ':committed': 'committed',
+                    ':at': g.at,
+                    ':g': g.generation,
+                  },
+                },
+              },
+              { Update: { TableName: this.table, ...safeItemUpdate(g.safe, g.at, { committedRps: -1 }) } },
+            ],
+          }),
+        );
+      } catch (e) {
+        if (!(e instanceof TransactionCanceledException)) throw e; // already expired (a rerun)
+      }
+    }
+    this.count(1);
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          ...safeItemUpdate(g.safe, g.at, {}, ['generation = :g', 'compactedUpTo = :u'], {
+            ':g': g.generation,
+            ':u': g.upTo,
+          }),
+          ConditionExpression: 'attribute_not_exists(generation) OR generation < :g',
+        }),
+      );
+    } catch (e) {
+      if (!(e instanceof ConditionalCheckFailedException)) throw e;
+    }
   }
 
   async listQuarantined(safe?: string): Promise<QuarantineRecord[]> {
