@@ -11,7 +11,10 @@
  *   5. restore RP 1 through the restore Lambda (`cdp-agent restore --remote`: a plan with presigned
  *      URLs, no bucket access) and check it byte for byte; then delta-restore the latest RP over it
  *      (only the changed blocks are fetched) and check that too.
- * Issue 6 adds compaction to this loop.
+ *   6. compaction in the loop: two more backups, `cdp-agent policy --last 2 --lock 1` (RP 2
+ *      expires), a compact task on the compaction queue: the compaction Lambda merges RP 2 into its
+ *      successor and commits a new generation; every retained RP is restored again through the
+ *      restore Lambda and checked byte for byte, and the expired RP is refused by name.
  *   --keep   leave the server running afterwards (stop it with `npm run cloud:stop`)
  *   --json   print one JSON summary at the end
  */
@@ -21,6 +24,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { DescribeAlarmsCommand, GetMetricStatisticsCommand } from '@aws-sdk/client-cloudwatch';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbCatalog } from '../adapters/dynamodb-catalog.ts';
 import { makeImage, mutateImage } from '../bench/images.ts';
@@ -182,10 +186,86 @@ try {
   say(
     `   ${r2.trim()}\n   RP 2 (delta restore over RP 1) ${v2 ? 'matches' : 'DIFFERS FROM'} the image byte for byte`,
   );
+
+  say(`\n6. compaction: two more backups, then retention keeps the last 2 RPs plus RP 1 (locked)`);
+  const hashes = [rp1Hash, rp2Hash];
+  for (let i = 0; i < 2; i++) {
+    mutateImage(img, 1, 11 + i);
+    hashes.push(sha(readFileSync(img)));
+    say(`   ${(await agent(['backup', ...common], env)).trim()}`);
+  }
+  await fns.drain();
+  const policy = JSON.parse(
+    await agent(['policy', '--safe', safe, '--last', '2', '--lock', '1', '--json'], env),
+  ) as {
+    expire: number[];
+  };
+  say(`   cdp-agent policy --last 2 --lock 1: RPs to merge: ${policy.expire.join(', ')}`);
+  await c.sqs.send(
+    new SendMessageCommand({
+      QueueUrl: d.outputs[OUTPUTS.compactionQueueUrl]!,
+      MessageBody: JSON.stringify({ action: 'compact', safe: 'demo' }),
+    }),
+  );
+  await fns.drain();
+  const compacted = await catalog.getSafe('demo');
+  const states = (await catalog.listRps('demo')).map((r) => `RP ${r.rp} ${r.state}`);
+  say(
+    `   compaction Lambda: generation ${compacted?.generation ?? 'none'} covers RPs up to ${compacted?.compactedUpTo}; catalog: ${states.join(', ')}`,
+  );
+  const retained: { rp: number; ok: boolean }[] = [];
+  for (const rp of [1, 3, 4]) {
+    const to = `${work}/retained-${rp}.img`;
+    await agent(
+      [
+        'restore',
+        '--safe',
+        safe,
+        '--device',
+        'disk.img',
+        '--rp',
+        String(rp),
+        '--to',
+        to,
+        '--remote',
+        restoreFn,
+      ],
+      restoreEnv,
+    );
+    retained.push({ rp, ok: sha(readFileSync(to)) === hashes[rp - 1] });
+  }
+  say(
+    `   restored every retained RP through the restore Lambda: ${retained.map((r) => `RP ${r.rp} ${r.ok ? 'matches' : 'DIFFERS'}`).join(', ')}`,
+  );
+  const refused = await agent(
+    [
+      'restore',
+      '--safe',
+      safe,
+      '--device',
+      'disk.img',
+      '--rp',
+      '2',
+      '--to',
+      `${work}/expired.img`,
+      '--remote',
+      restoreFn,
+    ],
+    restoreEnv,
+  ).then(
+    () => 'restored (WRONG: it expired)',
+    (e: Error) => e.message.split('\n').find((l) => l.includes('expired')) ?? e.message,
+  );
+  say(`   RP 2: ${refused.replace(/^.*?cdp-agent: /, '')}`);
+  const compactionOk =
+    compacted?.generation === 1 &&
+    retained.every((r) => r.ok) &&
+    states.join() === 'RP 1 committed,RP 2 expired,RP 3 committed,RP 4 committed';
   await fns.close();
   ok =
     v1 &&
     v2 &&
+    compactionOk &&
     rps.map((r) => r.state).join() === 'committed,committed' &&
     quarantined.length === 0 &&
     lagMetric !== undefined &&
@@ -201,6 +281,7 @@ try {
           lag: lagNow,
           lagMetric,
           verified: { rp1: v1, rp2: v2 },
+          compaction: { generation: compacted?.generation, catalog: states, retained },
           ok,
         },
         null,

@@ -59,19 +59,26 @@ describe('local deploy of the synthesized template', () => {
   it('takes the event source mappings away from moto and hands them to the local runner', async () => {
     const r = await cloud.clients.lambda.send(new ListEventSourceMappingsCommand({}));
     expect(r.EventSourceMappings ?? []).toEqual([]);
-    expect(d.mappings).toHaveLength(2);
+    expect(d.mappings).toHaveLength(3);
     const ingest = d.mappings.find((m) => m.queueUrl === d.outputs[OUTPUTS.queueUrl]);
     expect(ingest).toMatchObject({ batchSize: 10, reportBatchItemFailures: true });
     const exports = d.mappings.find((m) => m.queueUrl === d.outputs[OUTPUTS.exportQueueUrl]);
     expect(exports).toMatchObject({ batchSize: 1, reportBatchItemFailures: true });
+    const compaction = d.mappings.find((m) => m.queueUrl === d.outputs[OUTPUTS.compactionQueueUrl]);
+    expect(compaction).toMatchObject({ batchSize: 1, reportBatchItemFailures: true });
     expect(d.functions.map((f) => f.functionName)).toContain(d.outputs[OUTPUTS.ingestFunction]);
   });
 
-  it('hands the RPO monitor schedule to the local runner and serves the IAM function URL config', async () => {
+  it('hands the RPO monitor and compaction schedules to the local runner and serves the IAM function URL config', async () => {
     const monitor = d.functions.find((f) => f.functionName === d.outputs[OUTPUTS.monitorFunction]);
-    expect(d.schedules).toEqual([
-      { logicalId: expect.any(String), functionLogicalId: monitor!.logicalId, everyMs: 60_000 },
-    ]);
+    const compaction = d.functions.find((f) => f.functionName === d.outputs[OUTPUTS.compactionFunction]);
+    expect(d.schedules).toEqual(
+      expect.arrayContaining([
+        { logicalId: expect.any(String), functionLogicalId: monitor!.logicalId, everyMs: 60_000 },
+        { logicalId: expect.any(String), functionLogicalId: compaction!.logicalId, everyMs: 6 * 3_600_000 },
+      ]),
+    );
+    expect(d.schedules).toHaveLength(2);
     const url = await cloud.clients.lambda.send(
       new GetFunctionUrlConfigCommand({ FunctionName: d.outputs[OUTPUTS.queryFunction] }),
     );
