@@ -306,6 +306,8 @@ export interface MutationInfo {
   readonly distinctBytes: number;
   /** MiB dirty (to re-read/re-send) at each block size, keyed by size in KiB. */
   readonly dirtyMiB: Record<string, number>;
+  /** The byte extents written, merged ([offset, length], ascending): a changed list a tracker would give. */
+  readonly changed: [number, number][];
 }
 
 /** Rewrites PERCENT% of the distinct 4 KiB blocks of `path` in place with 4-64 KiB writes. */
@@ -353,5 +355,12 @@ export function mutateImage(path: string, percent: number, seed: number): Mutati
     }
     dirtyMiB[`${bs / KiB}K`] = (dirty * bs) / MiB;
   }
-  return { writes, bytesWritten: written, distinctBytes: ntouched * B, dirtyMiB };
+  const changed: [number, number][] = [];
+  for (let i = 0; i < nblk; i++) {
+    if (!touched[i]) continue;
+    const last = changed[changed.length - 1];
+    if (last && last[0] + last[1] === i * B) last[1] += B;
+    else changed.push([i * B, B]);
+  }
+  return { writes, bytesWritten: written, distinctBytes: ntouched * B, dirtyMiB, changed };
 }

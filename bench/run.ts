@@ -2,7 +2,9 @@
  * `npm run bench`: our agent against restic on one deterministic image, full then incremental
  * after a 1% scattered mutation, to a local directory and to the embedded S3 (moto); then restore
  * of the latest RP (and our delta restore over the previous image) next to `restic restore`.
- * Then the replication lag under steady writes (bench/lag.ts; about 5 minutes; --skip-lag).
+ * Then the replication lag under steady writes (bench/lag.ts; about 5 minutes; --skip-lag), and
+ * compaction: 30 simulated days of hourly RPs with and without it (bench/compaction.ts; about
+ * 3 minutes at --compaction-mib 256; --skip-compaction).
  * Flags: --size-mib N (2048), --seed N (1), --skip-s3, --only ours|restic, --keep (leave the safes),
  * --skip-lag, --lag-seconds N (120 per mode).
  * Large sparse devices (peak RSS against the device size): `node bench/sparse.ts`.
@@ -16,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { buildAgent } from '../scripts/build-agent.ts';
 import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
+import { type CompactionBench, compactionBench, printCompactionReport } from './compaction.ts';
 import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
 import { type LagResult, measureLag, printLagReport } from './lag.ts';
 import { dirBytes, MiB, s3Bytes } from './measure.ts';
@@ -34,6 +37,8 @@ const { values: flags } = parseArgs({
     keep: { type: 'boolean', default: false },
     'skip-lag': { type: 'boolean', default: false },
     'lag-seconds': { type: 'string', default: '120' },
+    'skip-compaction': { type: 'boolean', default: false },
+    'compaction-mib': { type: 'string', default: '256' },
   },
 });
 const sizeMiB = Number(flags['size-mib']);
@@ -272,6 +277,17 @@ async function main(): Promise<void> {
     });
     printLagReport(lag);
   }
+  let compaction: CompactionBench | undefined;
+  if (runOurs && !flags['skip-compaction']) {
+    compaction = await compactionBench({
+      workDir,
+      sizeMiB: Number(flags['compaction-mib']),
+      days: 30,
+      seed,
+      log,
+    });
+    printCompactionReport(compaction);
+  }
   console.log('\n## Restore targets (issue 5)\n');
   console.log('| target | measured | status |\n|---|---|---|');
   for (const t of results.slice(-restoreRows.length * 2)) {
@@ -283,7 +299,7 @@ async function main(): Promise<void> {
   const out = join(benchDir, 'results', 'latest.json');
   writeFileSync(
     out,
-    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, lag, targets: results }, null, 2)}\n`,
+    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, lag, compaction, targets: results }, null, 2)}\n`,
   );
   log(`results written to ${out.replace(`${repoRoot}/`, '')}`);
 }

@@ -44,7 +44,8 @@ const buckets: Record<'hourly' | 'daily' | 'weekly' | 'monthly', (d: Date) => st
 };
 
 export function planRetention(rps: readonly RpInfo[], policy: RetentionPolicy): RetentionPlan {
-  for (const [k, v] of Object.entries(policy)) {
+  for (const k of ['last', 'hourly', 'daily', 'weekly', 'monthly'] as const) {
+    const v = policy[k];
     if (!Number.isInteger(v) || v < 0) throw new Error(`retention ${k} must be a whole number ≥ 0, got ${v}`);
   }
   const newestFirst = [...rps].sort((a, b) => b.rp - a.rp);
