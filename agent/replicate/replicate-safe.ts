@@ -133,8 +133,18 @@ export async function replicateSafe(
     progress(n);
   };
   const copiedRps: number[] = [];
+  const present = new Set(await new SafeReader(dst, safe).listRps());
   for (const rp of pending.rps) {
     const m = await reader.manifest(rp);
+    if (m.parent !== null && !present.has(m.parent)) {
+      // the source's retention merged the parent away before it reached this destination:
+      // copying the manifest as it is would leave an RP whose chain is broken there
+      throw new ReplicationError(
+        `RP ${rp} of ${src.location} builds on RP ${m.parent}, which the source's compaction merged away ` +
+          `before it was replicated to ${dst.location}; replicate before compacting the source, or start the destination afresh`,
+        { safe, rp },
+      );
+    }
     const objects = [
       ...m.segments.map((s) => ({ key: s.key, size: s.bytes })),
       ...m.devices.map((d) => ({ key: d.blockMap.key, size: d.blockMap.bytes })),
@@ -153,6 +163,7 @@ export async function replicateSafe(
     const body = await src.get(mk);
     await dst.putIfAbsent(mk, body);
     copiedRps.push(rp);
+    present.add(rp);
   }
   return {
     safe,

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsObjectStore } from '#adapters/fs-store.ts';
+import { compactSafe } from '#core/compaction/compact.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { replicateSafe } from '../../../agent/replicate/replicate-safe.ts';
 import { type Harness, harness } from '../../support/backup-harness.ts';
@@ -47,6 +48,17 @@ async function everyRpRestores(store: FsObjectStore): Promise<number[]> {
 }
 
 describe('replicate', () => {
+  it('refuses an RP whose parent the source compacted away before it was replicated, naming both', async () => {
+    await backupRps(3);
+    const policy = { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+    await compactSafe(h.store, h.safe, { policy, owner: 't' });
+    const dst = new FsObjectStore(join(root, 'fresh'), h.safe);
+    await expect(replicateSafe(h.store, dst, h.safe)).rejects.toThrow(
+      /RP 3 of .* builds on RP 2, which the source's compaction merged away/,
+    );
+    expect(await new SafeReader(dst, h.safe).listRps()).toEqual([]);
+  });
+
   it('copies only what the destination lacks, segments as they are, manifest last', async () => {
     await backupRps(2);
     const dst = new FsObjectStore(join(root, 'copy'), h.safe);
