@@ -21,6 +21,7 @@ import {
   parseSegmentTrailer,
   SEGMENT_TRAILER_BYTES,
   type SegmentEntry,
+  type SegmentTrailer,
 } from './format/segment.ts';
 import {
   blockMapKey,
@@ -270,7 +271,8 @@ export class SafeReader {
     return p;
   }
 
-  private async readFooter(segment: string): Promise<SegmentEntry[]> {
+  /** A segment's size and trailer (frame count, index place): one HEAD and one 32-byte read, not cached. */
+  async segmentTrailer(segment: string): Promise<{ size: number; trailer: SegmentTrailer }> {
     const key = segmentKey(this.safe, segment);
     const info = await this.store.head(key);
     if (!info) throw new SafeFormatError(`segment ${segment} is missing`, { key, segment });
@@ -279,6 +281,16 @@ export class SafeReader {
         await this.store.getRange(key, info.size - SEGMENT_TRAILER_BYTES, SEGMENT_TRAILER_BYTES),
         info.size,
       );
+      return { size: info.size, trailer };
+    } catch (e) {
+      throw new SafeFormatError(`segment ${segment}: ${(e as Error).message}`, { key, segment });
+    }
+  }
+
+  private async readFooter(segment: string): Promise<SegmentEntry[]> {
+    const key = segmentKey(this.safe, segment);
+    const { trailer } = await this.segmentTrailer(segment);
+    try {
       return parseSegmentIndex(
         await this.store.getRange(key, trailer.indexOffset, trailer.indexLength),
         trailer,

@@ -41,13 +41,13 @@ import { collectGarbage } from './collect-garbage.ts';
 import { remap } from './extent-diff.ts';
 import { type Lease, ObjectStoreLease } from './lease.ts';
 import { type CompactionPlan, planCompaction } from './plan.ts';
-import { movesOf, planRewrite, writeOutputSegment } from './rewrite-segments.ts';
+import { frameCount, movesOf, planRewrite, writeOutputSegment } from './rewrite-segments.ts';
 
 export interface CompactionSettings {
   readonly policy: StoredPolicy;
   /** Every retained RP restores from one full map plus at most this many deltas. */
   readonly maxDeltas?: number;
-  /** A segment is rewritten when its live bytes fall below this fraction. */
+  /** A segment is rewritten when its live frames fall below this fraction of its frames. */
   readonly rewriteBelow?: number;
   readonly segmentBytes?: number;
   /** Garbage is deleted this long after it stopped being referenced (> any restore URL's lifetime). */
@@ -173,7 +173,10 @@ export async function beginCompaction(
     outputs: outputs.map((o) => ({
       id: o.id,
       key: o.key,
-      sources: o.sources.map((x) => ({ segment: x.segment, live: x.live.slice() })),
+      sources: o.sources.map((x) => ({
+        segment: x.segment,
+        live: x.live.map(([f, c]) => [f, c] as [number, number]),
+      })),
     })),
   };
   if (!(await store.putIfAbsent(journalKey(safe, g), encodeJson(journal))))
@@ -191,7 +194,7 @@ export async function rewriteOutput(
   const o = journal.outputs[index];
   if (!o) throw new CompactionError('E_BAD_INPUT', `generation ${journal.generation} has no output ${index}`);
   const done = await store.head(o.key);
-  if (done) return { bytes: done.size, frames: o.sources.reduce((n, x) => n + x.live.length, 0) };
+  if (done) return { bytes: done.size, frames: o.sources.reduce((n, x) => n + frameCount(x.live), 0) };
   const reader = new SafeReader(store, safe);
   const config = await reader.config();
   const sources = await Promise.all(
@@ -239,7 +242,7 @@ export async function finishCompaction(
       id: o.id,
       key: o.key,
       bytes: info.size,
-      frames: o.sources.reduce((n, x) => n + x.live.length, 0),
+      frames: o.sources.reduce((n, x) => n + frameCount(x.live), 0),
     });
   }
   const moves = movesOf(journal.outputs);

@@ -65,28 +65,52 @@ export function diff(from: readonly DataExtent[], to: readonly DataExtent[]): Ex
   return out;
 }
 
-/** Where a rewritten segment's live frames went: old frame → new segment and frame. */
-export interface FrameMove {
+/** A run of moved frames: old frames `[first, first+count)` are now `newFirst…` of `segment`. */
+export interface MoveRun {
+  readonly first: number;
+  readonly count: number;
   readonly segment: string;
-  readonly frame: number;
+  readonly newFirst: number;
 }
 
-/** The extents with frames of moved segments replaced by their new places, split where needed. */
-export function remap(
-  extents: readonly Extent[],
-  moves: ReadonlyMap<string, ReadonlyMap<number, FrameMove>>,
-): Extent[] {
+/**
+ * The extents with the frames of rewritten segments replaced by their new places, split where a
+ * run of frames crosses from one move run to the next. O(extents + runs).
+ */
+export function remap(extents: readonly Extent[], moves: ReadonlyMap<string, readonly MoveRun[]>): Extent[] {
   const out: Extent[] = [];
   for (const e of extents) {
-    const m = e.kind === 'data' ? moves.get(e.segment) : undefined;
-    if (e.kind === 'zero' || !m) {
+    const runs = e.kind === 'data' ? moves.get(e.segment) : undefined;
+    if (e.kind === 'zero' || !runs) {
       out.push(e);
       continue;
     }
-    for (let k = 0; k < e.count; k++) {
-      const to = m.get(e.frame + k);
-      if (!to) throw new Error(`frame ${e.frame + k} of segment ${e.segment} is live but was not moved`);
-      push(out, { kind: 'data', first: e.first + k, count: 1, segment: to.segment, frame: to.frame });
+    // runs are ascending by first: find the one holding e.frame
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (runs[mid]!.first <= e.frame) lo = mid;
+      else hi = mid - 1;
+    }
+    let frame = e.frame;
+    let block = e.first;
+    let left = e.count;
+    for (let i = lo; left > 0; i++) {
+      const r = runs[i];
+      if (!r || frame < r.first || frame >= r.first + r.count)
+        throw new Error(`frame ${frame} of segment ${e.segment} is live but was not moved`);
+      const n = Math.min(left, r.first + r.count - frame);
+      push(out, {
+        kind: 'data',
+        first: block,
+        count: n,
+        segment: r.segment,
+        frame: r.newFirst + (frame - r.first),
+      });
+      frame += n;
+      block += n;
+      left -= n;
     }
   }
   return out;

@@ -2,7 +2,7 @@
  * Compaction planning (pure over the safe's current view; reads maps and segment footers, never
  * block data): which RPs the policy keeps, the map of every retained RP in the new generation (a
  * delta over the previous retained RP, or a synthetic full every `maxDeltas + 1` links), and the
- * segments whose live bytes fall below `rewriteBelow`. Deterministic for a given view, policy and
+ * segments whose live frames fall below `rewriteBelow` of their frames. Deterministic for a given view, policy and
  * `upTo`, so the finalizer of a fanned-out compaction can plan again and get the same result.
  */
 
@@ -12,7 +12,19 @@ import type { BlockMapRef, Generation, StoredPolicy } from '../format/generation
 import { planRetention } from '../retention.ts';
 import type { ChainLink, SafeReader } from '../safe-reader.ts';
 import { apply, dataOnly, diff } from './extent-diff.ts';
-import type { LiveSegment } from './rewrite-segments.ts';
+import { frameCount, type SparseSegment } from './rewrite-segments.ts';
+
+/** Sorts and merges frame ranges [first, count]. */
+function mergeRanges(list: [number, number][]): [number, number][] {
+  list.sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [f, c] of list) {
+    const last = out[out.length - 1];
+    if (last && f <= last[0] + last[1]) last[1] = Math.max(last[1], f + c - last[0]);
+    else out.push([f, c]);
+  }
+  return out;
+}
 
 export interface PlannedDevice {
   readonly id: string;
@@ -41,7 +53,7 @@ export interface CompactionPlan {
   readonly oldSegments: ReadonlySet<string>;
   /** Segments the retained maps reference. */
   readonly liveSegments: ReadonlySet<string>;
-  readonly sparse: readonly LiveSegment[];
+  readonly sparse: readonly SparseSegment[];
 }
 
 export interface PlanSettings {
@@ -118,26 +130,26 @@ export async function planCompaction(
     }
   }
 
-  // liveness: frames the retained maps reference, per segment
-  const live = new Map<string, Set<number>>();
+  // liveness: frame ranges the retained maps reference, per segment (merged; never per block)
+  const ranges = new Map<string, [number, number][]>();
   for (const p of kept.values())
     for (const d of p.devices)
       for (const e of d.extents) {
         if (e.kind !== 'data') continue;
-        let set = live.get(e.segment);
-        if (!set) {
-          set = new Set();
-          live.set(e.segment, set);
+        let list = ranges.get(e.segment);
+        if (!list) {
+          list = [];
+          ranges.set(e.segment, list);
         }
-        for (let i = 0; i < e.count; i++) set.add(e.frame + i);
+        list.push([e.frame, e.count]);
       }
-  const sparse: LiveSegment[] = [];
-  await mapLimit([...live.keys()], 8, async (segment) => {
-    const entries = await reader.segmentEntries(segment);
-    const frames = [...live.get(segment)!].sort((a, b) => a - b);
-    const total = entries.reduce((n, e) => n + e.frameLength, 0);
-    const liveBytes = frames.reduce((n, f) => n + entries[f]!.frameLength, 0);
-    if (liveBytes < total * s.rewriteBelow) sparse.push({ segment, entries, live: frames });
+  const sparse: SparseSegment[] = [];
+  await mapLimit([...ranges.keys()], 8, async (segment) => {
+    const live = mergeRanges(ranges.get(segment)!);
+    const { size, trailer } = await reader.segmentTrailer(segment);
+    const liveFrames = frameCount(live);
+    if (liveFrames < trailer.frameCount * s.rewriteBelow)
+      sparse.push({ segment, live, liveBytes: Math.round((size * liveFrames) / trailer.frameCount) });
   });
   sparse.sort((a, b) => a.segment.localeCompare(b.segment));
   return {
@@ -147,7 +159,7 @@ export async function planCompaction(
     expired: retention.expire,
     oldRefs,
     oldSegments,
-    liveSegments: new Set(live.keys()),
+    liveSegments: new Set(ranges.keys()),
     sparse,
   };
 }

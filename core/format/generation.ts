@@ -127,7 +127,10 @@ export const journalSchema = z.object({
     z.object({
       id: hex64,
       key: z.string(),
-      sources: z.array(z.object({ segment: hex64, live: z.array(count) })),
+      /** Live frame ranges [first, count] of each source, ascending. */
+      sources: z.array(
+        z.object({ segment: hex64, live: z.array(z.tuple([count, z.number().int().positive()])) }),
+      ),
     }),
   ),
 });
