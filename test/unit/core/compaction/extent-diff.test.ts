@@ -54,7 +54,7 @@ describe('extent algebra', () => {
         ];
         const cells = toCells(remap(extents, new Map([['a', runs]])));
         a.forEach((c, i) => {
-          if (!c || c.segment !== 'a') expect(cells[i]).toEqual(c);
+          if (c?.segment !== 'a') expect(cells[i]).toEqual(c);
           else if (c.frame < cut) expect(cells[i]).toEqual({ segment: 'x', frame: 100 + c.frame });
           else expect(cells[i]).toEqual({ segment: 'y', frame: c.frame - cut });
         });
