@@ -17,6 +17,7 @@ import { makeDocumentClient, makeS3Client, makeSqsClient } from '../commons/clie
 import { requireEnv } from '../commons/env.ts';
 import { logger, metrics } from '../commons/powertools.ts';
 import { sendTasks } from '../commons/queue.ts';
+import { compactionDue } from './compaction-trigger.ts';
 import { handleArrival, type IndexOutcome, ParentPendingError } from './index-manifest.ts';
 
 const bucket = requireEnv('SAFES_BUCKET');
@@ -37,10 +38,14 @@ const sqs = makeSqsClient();
 async function maybeCompact(safe: string): Promise<void> {
   if (!compactionQueueUrl || chainThreshold <= 0) return;
   const s = await catalog.getSafe(safe);
-  const since = (s?.newestRp ?? 0) - (s?.compactedUpTo ?? 0);
-  if (since < chainThreshold || since % chainThreshold !== 0) return;
+  if (!compactionDue(s, chainThreshold)) return;
   await sendTasks(sqs, compactionQueueUrl, [{ action: 'compact', safe }], 'a compaction');
-  logger.info('compaction queued: the chain passed the threshold', { safe, since, chainThreshold });
+  logger.info('compaction queued: the chain passed the threshold', {
+    safe,
+    newestRp: s?.newestRp,
+    compactedUpTo: s?.compactedUpTo,
+    chainThreshold,
+  });
 }
 
 function report(o: IndexOutcome, catalogWrites?: { requests: number; items: number }): void {
