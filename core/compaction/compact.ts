@@ -135,7 +135,11 @@ export async function beginCompaction(
   await cleanUpAttempt(store, safe, g, log);
   const gc = await collectGarbage(reader, old, now(), graceMs);
   if (gc.deleted.length > 0) log(`deleted ${gc.deleted.length} objects past their grace period`);
-  const plan = await planCompaction(reader, { policy: s.policy, maxDeltas, rewriteBelow });
+  const plan = await planCompaction(
+    reader,
+    { policy: s.policy, maxDeltas, rewriteBelow },
+    async () => undefined,
+  );
   const outputs = plan
     ? planRewrite(safe, plan.sparse, s.segmentBytes ?? COMPACTION_DEFAULTS.segmentBytes)
     : [];
@@ -224,12 +228,6 @@ export async function finishCompaction(
     if (old?.generation === g) return resultOf(old, 0, t0); // a duplicate finisher: already done
     throw new ConflictError(`generation ${g}`, { safe });
   }
-  const plan = (await planCompaction(reader, {
-    policy: journal.policy,
-    maxDeltas: journal.maxDeltas,
-    rewriteBelow: journal.rewriteBelow,
-    upTo: journal.upTo,
-  })) as CompactionPlan;
   const written: Generation['written'] = [];
   for (const o of journal.outputs) {
     const info = await store.head(o.key);
@@ -247,19 +245,25 @@ export async function finishCompaction(
   }
   const moves = movesOf(journal.outputs);
   let mapsWritten = 0;
-  const rps: GenerationRp[] = [];
-  const segments = new Set<string>();
-  for (const p of plan.kept) {
-    const devices: GenerationRp['devices'] = [];
-    for (const d of p.devices) {
-      if (d.extents.some((e) => e.kind === 'data' && moves.has(e.segment))) {
-        d.extents = remap(d.extents, moves);
-        d.ref = undefined;
-      }
-      for (const e of d.extents) if (e.kind === 'data') segments.add(e.segment);
-      if (!d.ref) {
+  // one device at a time: remap what moved, write the maps that changed, keep only their refs
+  const plan = (await planCompaction(
+    reader,
+    {
+      policy: journal.policy,
+      maxDeltas: journal.maxDeltas,
+      rewriteBelow: journal.rewriteBelow,
+      upTo: journal.upTo,
+      findSparse: false,
+    },
+    async (_device, maps) => {
+      for (const { rp, map: d } of maps) {
+        if (d.extents.some((e) => e.kind === 'data' && moves.has(e.segment))) {
+          d.extents = remap(d.extents, moves);
+          d.ref = undefined;
+        }
+        if (d.ref) continue;
         const buf = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents: d.extents });
-        const key = generationMapKey(safe, g, p.rp, d.id);
+        const key = generationMapKey(safe, g, rp, d.id);
         await store.put(key, buf);
         mapsWritten++;
         d.ref = {
@@ -269,16 +273,22 @@ export async function finishCompaction(
           extents: d.extents.length,
         };
       }
-      devices.push({
-        id: d.id,
-        sizeBytes: d.sizeBytes,
-        blockSize: d.blockSize,
-        full: d.full,
-        blockMap: d.ref,
-      });
-    }
-    rps.push({ rp: p.rp, createdAt: p.createdAt, parent: p.parent, devices });
-  }
+    },
+  )) as CompactionPlan;
+  const rps: GenerationRp[] = plan.kept.map((p) => ({
+    rp: p.rp,
+    createdAt: p.createdAt,
+    parent: p.parent,
+    devices: p.devices.map((d) => ({
+      id: d.id,
+      sizeBytes: d.sizeBytes,
+      blockSize: d.blockSize,
+      full: d.full,
+      blockMap: d.ref!,
+    })),
+  }));
+  const segments = new Set([...plan.liveSegments].filter((x) => !moves.has(x)));
+  for (const o of journal.outputs) segments.add(o.id);
 
   // garbage: what the old view referenced and the new one does not, plus what is still pending
   const newRefs = new Set<string>();

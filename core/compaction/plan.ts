@@ -31,6 +31,7 @@ export interface PlannedDevice {
   readonly sizeBytes: number;
   readonly blockSize: number;
   readonly full: boolean;
+  /** The map's extents; emptied once the device has been handed to `onDevice`. */
   extents: Extent[];
   /** The existing map, reused as is when nothing about it changes. */
   ref: BlockMapRef | undefined;
@@ -62,11 +63,21 @@ export interface PlanSettings {
   readonly rewriteBelow: number;
   /** Plan only RPs up to this one (the finalizer's replay); default: the newest. */
   readonly upTo?: number;
+  /** Find the sparse segments (reads every live segment's trailer); the finalizer needs not. */
+  readonly findSparse?: boolean;
 }
 
+/** Called once per device with its retained maps, oldest first; they are dropped afterwards. */
+export type OnDevice = (device: string, maps: readonly { rp: number; map: PlannedDevice }[]) => Promise<void>;
+
+/**
+ * Plans one device at a time: memory holds the liveness ranges of the whole safe and the retained
+ * maps of one device, never a block index.
+ */
 export async function planCompaction(
   reader: SafeReader,
   s: PlanSettings,
+  onDevice?: OnDevice,
 ): Promise<CompactionPlan | undefined> {
   const old = await reader.generation();
   const rps = (await reader.listRps()).filter((r) => s.upTo === undefined || r <= s.upTo);
@@ -97,7 +108,9 @@ export async function planCompaction(
   // one device at a time: its full state at each RP, oldest first (extents, never blocks)
   const oldRefs = new Set<string>();
   const oldSegments = new Set<string>();
+  const ranges = new Map<string, [number, number][]>();
   for (const device of [...new Set(info.flatMap((r) => r.devices))]) {
+    const maps: { rp: number; map: PlannedDevice }[] = [];
     let state: ReturnType<typeof dataOnly> = [];
     let prevKept: { rp: number; state: typeof state; depth: number } | undefined;
     for (const r of info) {
@@ -118,23 +131,21 @@ export async function planCompaction(
       const full = !chained;
       const oldParent = oldEntries.get(r.rp)?.parent ?? r.parent;
       const reusable = link.full === full && (full || oldParent === planned.parent);
-      planned.devices.push({
+      const plannedMap: PlannedDevice = {
         id: device,
         sizeBytes: map.deviceSize,
         blockSize: map.blockSize,
         full,
         extents: reusable ? [...map.extents] : full ? state : diff(prevKept!.state, state),
         ref: reusable ? link.ref : undefined,
-      });
+      };
+      planned.devices.push(plannedMap);
+      maps.push({ rp: r.rp, map: plannedMap });
       prevKept = { rp: r.rp, state, depth: full ? 0 : prevKept!.depth + 1 };
     }
-  }
-
-  // liveness: frame ranges the retained maps reference, per segment (merged; never per block)
-  const ranges = new Map<string, [number, number][]>();
-  for (const p of kept.values())
-    for (const d of p.devices)
-      for (const e of d.extents) {
+    // liveness: the frame ranges this device's retained maps reference, per segment
+    for (const { map } of maps)
+      for (const e of map.extents) {
         if (e.kind !== 'data') continue;
         let list = ranges.get(e.segment);
         if (!list) {
@@ -143,9 +154,16 @@ export async function planCompaction(
         }
         list.push([e.frame, e.count]);
       }
+    for (const [seg, list] of ranges) ranges.set(seg, mergeRanges(list));
+    if (onDevice) {
+      await onDevice(device, maps);
+      for (const { map } of maps) map.extents = [];
+    }
+  }
+
   const sparse: SparseSegment[] = [];
-  await mapLimit([...ranges.keys()], 8, async (segment) => {
-    const live = mergeRanges(ranges.get(segment)!);
+  await mapLimit(s.findSparse === false ? [] : [...ranges.keys()], 8, async (segment) => {
+    const live = ranges.get(segment)!;
     const { size, trailer } = await reader.segmentTrailer(segment);
     const liveFrames = frameCount(live);
     if (liveFrames < trailer.frameCount * s.rewriteBelow)
