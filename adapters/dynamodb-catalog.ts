@@ -398,9 +398,10 @@ export class DynamoDbCatalog implements Catalog {
       await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          ...safeItemUpdate(g.safe, g.at, {}, ['generation = :g', 'compactedUpTo = :u'], {
+          ...safeItemUpdate(g.safe, g.at, {}, ['generation = :g', 'compactedUpTo = :u', 'retention = :r'], {
             ':g': g.generation,
             ':u': g.upTo,
+            ':r': g.retention,
           }),
           ConditionExpression: 'attribute_not_exists(generation) OR generation < :g',
         }),

@@ -75,9 +75,20 @@ export interface SafeRecord {
   readonly firstSeenAt: string;
   /** The RPO target; absent means the stack default. */
   readonly rpoTargetSeconds?: number;
-  /** The newest compaction generation recorded, and the newest RP it covers. */
+  /** The newest compaction generation recorded, the newest RP it covers, and the retention it applied. */
   readonly generation?: number;
   readonly compactedUpTo?: number;
+  readonly retention?: RetentionRecord;
+}
+
+/** A retention policy as the catalog shows it (the safe's policy.json, or the stack default). */
+export interface RetentionRecord {
+  readonly last: number;
+  readonly hourly: number;
+  readonly daily: number;
+  readonly weekly: number;
+  readonly monthly: number;
+  readonly locked: readonly number[];
 }
 
 /** What a committed compaction generation changed, for the catalog. */
@@ -88,6 +99,7 @@ export interface GenerationRecord {
   readonly expired: readonly number[];
   /** Segments the compaction wrote. */
   readonly written: readonly SegmentRecord[];
+  readonly retention: RetentionRecord;
   readonly at: string;
 }
 

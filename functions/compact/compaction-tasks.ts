@@ -84,6 +84,7 @@ export async function syncCatalog(deps: CompactionDeps, safe: string, gen?: Gene
     upTo: g.upTo,
     expired: g.stats.expired,
     written: g.written.map((w) => ({ safe, ...w, firstRp: g.upTo, liveBytes: w.bytes })),
+    retention: g.policy,
     at: g.createdAt,
   });
 }

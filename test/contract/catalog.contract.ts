@@ -157,7 +157,8 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
         [3, 20],
       ] as const)
         await c.commitRp(committed(safe, rp, rp === 1 ? null : rp - 1, m));
-      const g = { safe, generation: 1, upTo: 3, expired: [2], written: [], at: at(30) };
+      const retention = { last: 2, hourly: 0, daily: 1, weekly: 0, monthly: 0, locked: [1] };
+      const g = { safe, generation: 1, upTo: 3, expired: [2], written: [], retention, at: at(30) };
       await c.recordGeneration(g);
       await c.recordGeneration(g);
       expect(await c.getSafe(safe)).toMatchObject({

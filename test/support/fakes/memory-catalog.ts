@@ -151,6 +151,6 @@ export class MemoryCatalog implements Catalog {
     }
     const s = this.touch(g.safe, g.at);
     if ((s.generation ?? 0) < g.generation)
-      this.touch(g.safe, g.at, { generation: g.generation, compactedUpTo: g.upTo });
+      this.touch(g.safe, g.at, { generation: g.generation, compactedUpTo: g.upTo, retention: g.retention });
   }
 }
