@@ -18,6 +18,12 @@ export interface ReplicateOptions {
   readonly limiter?: RateLimiter;
   /** Chunk of a segment copy. @default 8 MiB */
   readonly chunkBytes?: number;
+  /**
+   * Objects up to this size go in one request when no rate limit is set (like rclone's upload
+   * cutoff): a 32 MiB segment is one PUT instead of a multipart upload of 5 MiB parts.
+   * @default 64 MiB
+   */
+  readonly uploadCutoff?: number;
   /** Objects copied in parallel. @default 4 */
   readonly parallel?: number;
   onProgress?(copiedBytes: number, pendingBytes: number): void;
@@ -51,7 +57,9 @@ async function copyObject(
   count: (n: number) => void,
 ): Promise<void> {
   const chunk = o.chunkBytes ?? 8 * 1024 * 1024;
-  if (size <= chunk) {
+  // with a rate limit, chunks keep the flow smooth; without, whole objects are fewer requests
+  const whole = o.limiter ? chunk : Math.max(chunk, o.uploadCutoff ?? 64 * 1024 * 1024);
+  if (size <= whole) {
     const body = await src.get(key);
     await o.limiter?.take(body.length);
     await dst.put(key, body);
