@@ -163,6 +163,12 @@ describe('compaction function', () => {
     expect(gen.written.length).toBeGreaterThan(1); // several output segments: fanned out
     // what compaction writes under safes/ reaches the index function too: ignored, never quarantined
     expect(await catalog.listQuarantined(SAFE)).toEqual([]);
+    const listed = await agent(['list', '--safe', safe, '--json'], env);
+    expect(listed.code, listed.stderr).toBe(0);
+    const listing = JSON.parse(listed.stdout);
+    expect(listing.generation).toMatchObject({ generation: 1, upTo: 5 });
+    expect(listing.recoveryPoints.map((r: { rp: number }) => r.rp)).toEqual([2, 4, 5]);
+    for (const r of listing.recoveryPoints) expect(r.chain).toBeLessThanOrEqual(8); // one full + at most 7 deltas
     for (const rp of [2, 4, 5]) {
       const to = join(root, `r${rp}.img`);
       const r = await restore(String(rp), to);
