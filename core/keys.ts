@@ -11,6 +11,8 @@
  *   safes/<safe>/gen/<g:010>.json          compaction generation <g>: the view of RPs ≤ its upTo
  *   safes/<safe>/gen/<g:010>/journal.json  what an attempt at generation <g> writes (crash cleanup)
  *   safes/<safe>/gen/<g:010>/<rp:010>/<device>.map  a block map rebuilt by generation <g>
+ *   safes/<safe>/gen/<g:010>/<rp:010>/<first:015>/<device>.map  one block-range part of such a map
+ *   safes/<safe>/gen/<g:010>/<live|maps>-<shard:06>.json, rewrite.json  a compaction's work objects
  *
  * Zero-padded numbers make LIST order equal recovery-point order.
  */
@@ -40,6 +42,14 @@ export type ParsedKey =
       readonly generation: number;
       readonly rp: number;
       readonly device: string;
+      /** Set for one block-range part of the map: its first block. */
+      readonly first?: number;
+    }
+  | {
+      readonly kind: 'compaction-work';
+      readonly safe: string;
+      readonly generation: number;
+      readonly name: string;
     };
 
 export function isSafeId(s: string): boolean {
@@ -129,6 +139,34 @@ export function generationMapKey(safe: string, generation: number, rp: number, d
   return `${generationWorkPrefix(safe, generation)}${rpPart(rp)}/${device}.map`;
 }
 
+/** One block-range part of a map rebuilt by generation <g> (sharded compaction). */
+export function generationMapPartKey(
+  safe: string,
+  generation: number,
+  rp: number,
+  device: string,
+  first: number,
+): string {
+  check(
+    Number.isSafeInteger(first) && first >= 0 && first < 1e15,
+    String(first),
+    'first block must be 0..1e15-1',
+  );
+  check(isDeviceId(device), device, 'device id must match [a-z0-9][a-z0-9._-]{0,62}');
+  return `${generationWorkPrefix(safe, generation)}${rpPart(rp)}/${String(first).padStart(15, '0')}/${device}.map`;
+}
+
+/** A compaction's work objects: a shard's liveness or maps (`live`/`maps`), or the rewrite plan. */
+export function compactionWorkKey(
+  safe: string,
+  generation: number,
+  name: 'rewrite' | `${'live' | 'maps'}-${number}`,
+): string {
+  const m = /^(live|maps)-(\d+)$/.exec(name);
+  const file = m ? `${m[1]}-${m[2]!.padStart(6, '0')}` : name;
+  return `${generationWorkPrefix(safe, generation)}${file}.json`;
+}
+
 function parseRp(key: string, digits: string): number {
   check(/^[0-9]{10}$/.test(digits), key, 'recovery point must be 10 digits');
   const rp = Number(digits);
@@ -175,6 +213,15 @@ function parseGenerationKey(key: string, safe: string, rest: string[]): ParsedKe
   }
   const generation = parseRp(key, rest[0] ?? '');
   if (rest.length === 2 && rest[1] === 'journal.json') return { kind: 'journal', safe, generation };
+  if (rest.length === 2 && /^((live|maps)-[0-9]{6}|rewrite)\.json$/.test(rest[1] ?? ''))
+    return { kind: 'compaction-work', safe, generation, name: rest[1]!.slice(0, -5) };
+  if (rest.length === 4) {
+    const rp = parseRp(key, rest[1] ?? '');
+    check(/^[0-9]{15}$/.test(rest[2] ?? ''), key, 'map part must be under its 15-digit first block');
+    const m = /^(.*)\.map$/.exec(rest[3] ?? '');
+    check(m !== null && isDeviceId(m[1]!), key, 'generation block map must be <device>.map');
+    return { kind: 'generation-map', safe, generation, rp, device: m![1]!, first: Number(rest[2]) };
+  }
   if (rest.length === 3) {
     const rp = parseRp(key, rest[1] ?? '');
     const m = /^(.*)\.map$/.exec(rest[2] ?? '');

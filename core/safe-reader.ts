@@ -63,11 +63,16 @@ export interface ResolvedDevice {
   readonly extents: readonly Extent[];
 }
 
-/** One link of a device's restore chain: the map of `rp`, full or a delta over the link before. */
+/**
+ * One link of a device's restore chain: the map of `rp`, full or a delta over the link before,
+ * as one object or as block-range parts (ascending) that together make the map.
+ */
 export interface ChainLink {
   readonly rp: number;
   readonly full: boolean;
-  readonly ref: BlockMapRef;
+  readonly refs: readonly BlockMapRef[];
+  /** For parts: the block range [first, end) of each ref. */
+  readonly ranges?: readonly (readonly [number, number])[];
 }
 
 export class ExpiredRpError extends NotFoundError {}
@@ -177,10 +182,19 @@ export class SafeReader {
     return m;
   }
 
-  /** The block map a link names, checked against its size and SHA-256. */
+  /** The block map a link names (its parts concatenated), each object checked against its size and SHA-256. */
   async blockMap(link: ChainLink, device: string): Promise<BlockMap> {
-    const { rp } = link;
-    const key = link.ref.key;
+    const maps = await Promise.all(link.refs.map((ref) => this.mapObject(link.rp, ref, device)));
+    if (maps.length === 1) return maps[0]!;
+    return {
+      blockSize: maps[0]!.blockSize,
+      deviceSize: maps[0]!.deviceSize,
+      extents: maps.flatMap((m) => m.extents),
+    };
+  }
+
+  private async mapObject(rp: number, ref: BlockMapRef, device: string): Promise<BlockMap> {
+    const key = ref.key;
     const k = (() => {
       try {
         return parseKey(key);
@@ -193,7 +207,6 @@ export class SafeReader {
         key,
         rp,
       });
-    const d = link.ref;
     let buf: Buffer;
     try {
       buf = await this.store.get(key);
@@ -202,7 +215,7 @@ export class SafeReader {
         throw new SafeFormatError(`block map ${key} of RP ${rp} is missing`, { key, rp, device });
       throw e;
     }
-    if (buf.length !== d.bytes || createHash('sha256').update(buf).digest('hex') !== d.sha256) {
+    if (buf.length !== ref.bytes || createHash('sha256').update(buf).digest('hex') !== ref.sha256) {
       throw new SafeFormatError(`block map ${key} does not match its manifest (truncated or altered)`, {
         key,
         rp,
@@ -238,11 +251,14 @@ export class SafeReader {
         chain[0] = { ...chain[0]!, full: true };
         break;
       }
-      const full = e ? (d as GenerationRp['devices'][number]).full : parent === null;
-      const ref = e
-        ? (d as GenerationRp['devices'][number]).blockMap
-        : { ...d.blockMap, key: blockMapKey(this.safe, r, device) };
-      chain.unshift({ rp: r, full, ref });
+      const g = e ? (d as GenerationRp['devices'][number]) : undefined;
+      const full = g ? g.full : parent === null;
+      const refs = g
+        ? g.parts
+          ? g.parts.map((p) => p.blockMap)
+          : [g.blockMap!]
+        : [{ ...(d as { blockMap: BlockMapRef }).blockMap, key: blockMapKey(this.safe, r, device) }];
+      chain.unshift({ rp: r, full, refs, ranges: g?.parts?.map((p) => [p.first, p.end] as const) });
       if (full) break;
       r = parent;
     }

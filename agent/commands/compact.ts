@@ -38,7 +38,7 @@ export async function compactCommand(o: CompactOptions): Promise<number> {
     console.log(
       r.generation === null
         ? `safe ${loc.safe}: nothing to compact (${r.kept.length} RPs; ${r.garbageDeleted} objects collected)`
-        : `safe ${loc.safe}: generation ${r.generation}: kept ${r.kept.length} RPs, merged ${r.expired.length}, ` +
+        : `safe ${loc.safe}: generation ${r.generation} (${r.shards} shard${r.shards === 1 ? '' : 's'}): kept ${r.kept.length} RPs, merged ${r.expired.length}, ` +
             `rewrote ${r.segmentsRewritten} segments (${r.bytesRewritten} bytes), deleted ${r.garbageDeleted} objects, ` +
             `${r.garbagePending} waiting for the grace period (${(r.durationMs / 1000).toFixed(1)} s)`,
     );

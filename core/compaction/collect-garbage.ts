@@ -15,7 +15,10 @@ export async function referencedKeys(reader: SafeReader, gen: Generation | undef
     keys.add(generationKey(reader.safe, gen.generation));
     for (const r of gen.rps) {
       keys.add(manifestKey(reader.safe, r.rp));
-      for (const d of r.devices) keys.add(d.blockMap.key);
+      for (const d of r.devices) {
+        if (d.blockMap) keys.add(d.blockMap.key);
+        for (const p of d.parts ?? []) keys.add(p.blockMap.key);
+      }
     }
     for (const s of gen.segments) keys.add(segmentKey(reader.safe, s));
   }
@@ -24,8 +27,8 @@ export async function referencedKeys(reader: SafeReader, gen: Generation | undef
     keys.add(manifestKey(reader.safe, rp));
     const m = await reader.manifest(rp);
     for (const d of m.devices) {
-      const link = { rp, full: false, ref: { ...d.blockMap, key: blockMapKey(reader.safe, rp, d.id) } };
-      keys.add(link.ref.key);
+      const link = { rp, full: false, refs: [{ ...d.blockMap, key: blockMapKey(reader.safe, rp, d.id) }] };
+      keys.add(link.refs[0]!.key);
       const map = await reader.blockMap(link, d.id);
       for (const e of map.extents) if (e.kind === 'data') keys.add(segmentKey(reader.safe, e.segment));
     }

@@ -1,35 +1,50 @@
 /**
- * Compaction of one safe (docs/FORMAT.md §10), the same code onsite (`cdp-agent compact`) and
- * offsite (the compaction Lambda, which fans the rewrite out over invocations):
+ * Compaction of one safe (docs/FORMAT.md §9a), the same code onsite (`cdp-agent compact`, all
+ * stages in one process) and offsite (the compaction Lambda, each stage fanned out over SQS):
  *
- *   begin      lease; delete what a crashed attempt at the next generation wrote (its journal
- *              names it); collect garbage past its grace period; plan (plan.ts); if segments need
- *              rewriting, write the journal naming every segment the attempt will write
- *   rewrite    one output segment per call: the live frames of sparse segments, copied as they
- *              are (ciphertext stays ciphertext; no key needed); idempotent
- *   finish     plan again (same view, same inputs → same plan), remap extents of moved frames,
- *              write the maps that changed under gen/<g>/, list what became garbage, and commit
- *              gen/<g>.json with putIfAbsent: the single switch readers see
+ *   begin     lease; delete what a crashed attempt at the next generation wrote (its journal and
+ *             work objects name it); collect garbage past its grace period; plan retention; split
+ *             every device into block-range shards; write the journal
+ *   liveness  per shard: walk the device's maps clipped to the shard, write the frame ranges its
+ *             retained maps reference (`live-<i>.json`)
+ *   select    merge the shards' liveness, pick sparse segments, plan the output segments
+ *             (`rewrite.json`); or find there is nothing to do
+ *   rewrite   per output segment: copy the live frames, byte for byte (no key needed); idempotent
+ *   maps      per shard: plan again, remap moved frames, write the shard's part of every map that
+ *             changed (`maps-<i>.json` lists them)
+ *   finish    assemble the generation from the shards' maps, list the garbage, commit
+ *             gen/<g>.json with putIfAbsent: the single switch readers see
  *
- * A crash before the commit leaves the old view intact (new objects are unreferenced; the next
- * run deletes them); after it the new view is complete. Garbage is deleted by a later run, after
- * the grace period, and only if nothing references it by then.
+ * A crash before the commit leaves the old view intact (new objects are referenced by nothing and
+ * the next run deletes them); after it the new view is complete. No stage holds more than one
+ * shard's extents, except select, which holds the merged liveness ranges (per segment, not block).
  */
 import { createHash } from 'node:crypto';
+import { mapLimit } from '../concurrency.ts';
 import { CdpError, ConflictError, NotFoundError } from '../errors.ts';
 import { encodeBlockMap } from '../format/block-map.ts';
 import { FORMAT_VERSION } from '../format/constants.ts';
 import {
+  type BlockMapRef,
   decodeJournal,
+  decodeJson,
+  decodeRewritePlan,
   encodeJson,
   type Generation,
   type GenerationRp,
   type Journal,
+  type RewritePlan,
+  type ShardLiveness,
+  type ShardMaps,
   type StoredPolicy,
+  shardLivenessSchema,
+  shardMapsSchema,
 } from '../format/generation.ts';
 import {
+  compactionWorkKey,
   generationKey,
   generationMapKey,
+  generationMapPartKey,
   generationWorkPrefix,
   journalKey,
   manifestKey,
@@ -40,7 +55,7 @@ import { SafeReader } from '../safe-reader.ts';
 import { collectGarbage } from './collect-garbage.ts';
 import { remap } from './extent-diff.ts';
 import { type Lease, ObjectStoreLease } from './lease.ts';
-import { type CompactionPlan, planCompaction } from './plan.ts';
+import { findSparse, mergeRanges, planShard, retentionOf, shardsOf } from './plan.ts';
 import { frameCount, movesOf, planRewrite, writeOutputSegment } from './rewrite-segments.ts';
 
 export interface CompactionSettings {
@@ -50,6 +65,8 @@ export interface CompactionSettings {
   /** A segment is rewritten when its live frames fall below this fraction of its frames. */
   readonly rewriteBelow?: number;
   readonly segmentBytes?: number;
+  /** Blocks per shard: the unit of planning and map writing. */
+  readonly shardBlocks?: number;
   /** Garbage is deleted this long after it stopped being referenced (> any restore URL's lifetime). */
   readonly graceMs?: number;
   readonly owner: string;
@@ -62,6 +79,8 @@ export const COMPACTION_DEFAULTS = {
   maxDeltas: 7,
   rewriteBelow: 0.5,
   segmentBytes: 32 * 1024 * 1024,
+  /** 2^22 blocks: 256 GiB of device at 64 KiB blocks per shard. */
+  shardBlocks: 2 ** 22,
   graceMs: 2 * 3600_000,
   leaseMs: 15 * 60_000,
 } as const;
@@ -75,6 +94,7 @@ export interface CompactionResult {
   readonly segmentsRewritten: number;
   readonly bytesRewritten: number;
   readonly segmentsWritten: number;
+  readonly shards: number;
   readonly garbageDeleted: number;
   readonly garbagePending: number;
   readonly durationMs: number;
@@ -82,23 +102,30 @@ export interface CompactionResult {
 
 export class CompactionError extends CdpError {}
 
-/** Deletes whatever a crashed attempt at generation `g` wrote (its journal names its segments). */
-async function cleanUpAttempt(
+async function readJson<T>(
+  store: ObjectStore,
+  key: string,
+  decode: (b: Buffer, where: string) => T,
+): Promise<T | undefined> {
+  try {
+    return decode(await store.get(key), key);
+  } catch (e) {
+    if (e instanceof NotFoundError) return undefined;
+    throw e;
+  }
+}
+
+/** Deletes whatever an attempt at generation `g` wrote: its output segments and its work objects. */
+export async function cleanUpAttempt(
   store: ObjectStore,
   safe: string,
   g: number,
-  log: (m: string) => void,
+  log: (m: string) => void = () => undefined,
 ): Promise<void> {
   const work = await store.list(generationWorkPrefix(safe, g));
   if (work.length === 0) return;
-  let outputs: string[] = [];
-  try {
-    outputs = decodeJournal(await store.get(journalKey(safe, g)), journalKey(safe, g)).outputs.map(
-      (o) => o.key,
-    );
-  } catch (e) {
-    if (!(e instanceof NotFoundError)) throw e;
-  }
+  const rewrite = await readJson(store, compactionWorkKey(safe, g, 'rewrite'), decodeRewritePlan);
+  const outputs = rewrite?.outputs.map((o) => o.key) ?? [];
   for (const k of outputs) await store.delete(k);
   for (const o of work) if (o.key !== journalKey(safe, g)) await store.delete(o.key);
   await store.delete(journalKey(safe, g));
@@ -106,74 +133,129 @@ async function cleanUpAttempt(
 }
 
 export type Begun =
-  | { readonly kind: 'nothing'; readonly result: CompactionResult }
+  | { readonly kind: 'nothing'; readonly garbageDeleted: number; readonly garbagePending: number }
   | { readonly kind: 'started'; readonly generation: number; readonly journal: Journal };
 
-function settingsOf(s: CompactionSettings) {
-  return {
-    maxDeltas: s.maxDeltas ?? COMPACTION_DEFAULTS.maxDeltas,
-    rewriteBelow: s.rewriteBelow ?? COMPACTION_DEFAULTS.rewriteBelow,
-    graceMs: s.graceMs ?? COMPACTION_DEFAULTS.graceMs,
-    now: s.now ?? (() => new Date()),
-    log: s.log ?? (() => undefined),
-  };
-}
-
-/** Step 1 (holding the lease): clean up, collect garbage, plan, write the journal. */
+/** Stage begin (holding the lease): clean up, collect garbage, plan retention and shards, write the journal. */
 export async function beginCompaction(
   store: ObjectStore,
   safe: string,
   s: CompactionSettings,
 ): Promise<Begun> {
-  const t0 = Date.now();
-  const { maxDeltas, rewriteBelow, graceMs, now, log } = settingsOf(s);
+  const now = s.now ?? (() => new Date());
+  const log = s.log ?? (() => undefined);
   const reader = new SafeReader(store, safe);
   if (!(await reader.config()))
     throw new NotFoundError(`safe ${safe} (no safe.json at ${store.location})`, { safe });
   const old = await reader.generation();
   const g = (old?.generation ?? 0) + 1;
   await cleanUpAttempt(store, safe, g, log);
-  const gc = await collectGarbage(reader, old, now(), graceMs);
+  const gc = await collectGarbage(reader, old, now(), s.graceMs ?? COMPACTION_DEFAULTS.graceMs);
   if (gc.deleted.length > 0) log(`deleted ${gc.deleted.length} objects past their grace period`);
-  const plan = await planCompaction(
-    reader,
-    { policy: s.policy, maxDeltas, rewriteBelow },
-    async () => undefined,
-  );
-  const outputs = plan
-    ? planRewrite(safe, plan.sparse, s.segmentBytes ?? COMPACTION_DEFAULTS.segmentBytes)
-    : [];
-  const dead = plan ? [...plan.oldSegments].filter((x) => !plan.liveSegments.has(x)) : [];
-  const newMaps = plan ? plan.kept.flatMap((r) => r.devices).filter((d) => !d.ref).length : 0;
-  if (!plan || (plan.expired.length === 0 && outputs.length === 0 && newMaps === 0 && dead.length === 0)) {
-    log('nothing to compact');
-    return {
-      kind: 'nothing',
-      result: {
-        generation: null,
-        kept: plan?.kept.map((r) => r.rp) ?? [],
-        expired: [],
-        mapsWritten: 0,
-        segmentsRewritten: 0,
-        bytesRewritten: 0,
-        segmentsWritten: 0,
-        garbageDeleted: gc.deleted.length,
-        garbagePending: gc.kept,
-        durationMs: Date.now() - t0,
-      },
-    };
-  }
+  const view = await retentionOf(reader, s.policy);
+  if (!view) return { kind: 'nothing', garbageDeleted: gc.deleted.length, garbagePending: gc.kept };
   const journal: Journal = {
     format: 'cdp-journal',
     version: FORMAT_VERSION,
     generation: g,
     startedAt: now().toISOString(),
     owner: s.owner,
-    upTo: plan.upTo,
+    upTo: view.upTo,
     policy: s.policy,
-    maxDeltas,
-    rewriteBelow,
+    maxDeltas: s.maxDeltas ?? COMPACTION_DEFAULTS.maxDeltas,
+    rewriteBelow: s.rewriteBelow ?? COMPACTION_DEFAULTS.rewriteBelow,
     deleted: gc.deleted.slice(),
+    shards: shardsOf(view, s.shardBlocks ?? COMPACTION_DEFAULTS.shardBlocks),
+  };
+  if (!(await store.putIfAbsent(journalKey(safe, g), encodeJson(journal))))
+    throw new ConflictError(`compaction journal of generation ${g}`, { safe });
+  return { kind: 'started', generation: g, journal };
+}
+
+export async function readJournal(store: ObjectStore, safe: string, g: number): Promise<Journal> {
+  return decodeJournal(await store.get(journalKey(safe, g)), journalKey(safe, g));
+}
+
+async function viewOf(reader: SafeReader, journal: Journal) {
+  const view = await retentionOf(reader, journal.policy, journal.upTo);
+  if (!view)
+    throw new CompactionError(
+      'E_SAFE_FORMAT',
+      `generation ${journal.generation}: the safe has no RPs any more`,
+    );
+  return view;
+}
+
+/** Stage liveness, shard `i`: the frame ranges its retained maps reference, and what the old view referenced. */
+export async function shardLiveness(
+  store: ObjectStore,
+  safe: string,
+  journal: Journal,
+  i: number,
+): Promise<void> {
+  const key = compactionWorkKey(safe, journal.generation, `live-${i}`);
+  if (await store.head(key)) return;
+  const reader = new SafeReader(store, safe);
+  const plan = await planShard(reader, await viewOf(reader, journal), journal.shards[i]!, {
+    maxDeltas: journal.maxDeltas,
+  });
+  const out: ShardLiveness = {
+    segments: Object.fromEntries(plan.liveness),
+    oldRefs: [...plan.oldRefs],
+    oldSegments: [...plan.oldSegments],
+    changes: plan.maps.filter((m) => !m.map.reuse).length,
+  };
+  await store.put(key, encodeJson(out));
+}
+
+async function allPresent(store: ObjectStore, keys: readonly string[]): Promise<boolean> {
+  const heads = await mapLimit(keys, 16, (k) => store.head(k));
+  return heads.every((h) => h !== undefined);
+}
+
+export function livenessDone(store: ObjectStore, safe: string, journal: Journal): Promise<boolean> {
+  return allPresent(
+    store,
+    journal.shards.map((_, i) => compactionWorkKey(safe, journal.generation, `live-${i}`)),
+  );
+}
+
+/** Stage select: merge liveness, choose the output segments; undefined when there is nothing to do. */
+export async function selectRewrite(
+  store: ObjectStore,
+  safe: string,
+  journal: Journal,
+  segmentBytes: number = COMPACTION_DEFAULTS.segmentBytes,
+): Promise<RewritePlan | undefined> {
+  const g = journal.generation;
+  const existing = await readJson(store, compactionWorkKey(safe, g, 'rewrite'), decodeRewritePlan);
+  if (existing) return existing;
+  const merged = new Map<string, [number, number][]>();
+  const oldSegments = new Set<string>();
+  let changes = 0;
+  for (let i = 0; i < journal.shards.length; i++) {
+    const key = compactionWorkKey(safe, g, `live-${i}`);
+    const live = decodeJson(shardLivenessSchema, await store.get(key), key, 'shard liveness');
+    for (const [seg, ranges] of Object.entries(live.segments)) {
+      const list = merged.get(seg) ?? [];
+      for (const [f, c] of ranges) list.push([f, c]);
+      merged.set(seg, list);
+    }
+    for (const x of live.oldSegments) oldSegments.add(x);
+    changes += live.changes;
+  }
+  for (const [seg, list] of merged) merged.set(seg, mergeRanges(list));
+  const reader = new SafeReader(store, safe);
+  const view = await viewOf(reader, journal);
+  const sparse = await findSparse(reader, merged, journal.rewriteBelow);
+  const dead = [...oldSegments].filter((x) => !merged.has(x));
+  if (view.expired.length === 0 && sparse.length === 0 && changes === 0 && dead.length === 0)
+    return undefined;
+  const outputs = planRewrite(safe, sparse, segmentBytes);
+  const plan: RewritePlan = {
+    format: 'cdp-rewrite',
+    version: FORMAT_VERSION,
+    generation: g,
     outputs: outputs.map((o) => ({
       id: o.id,
       key: o.key,
@@ -183,20 +265,20 @@ export async function beginCompaction(
       })),
     })),
   };
-  if (!(await store.putIfAbsent(journalKey(safe, g), encodeJson(journal))))
-    throw new ConflictError(`compaction journal of generation ${g}`, { safe });
-  return { kind: 'started', generation: g, journal };
+  if (!(await store.putIfAbsent(compactionWorkKey(safe, g, 'rewrite'), encodeJson(plan))))
+    return decodeRewritePlan(await store.get(compactionWorkKey(safe, g, 'rewrite')), 'rewrite.json');
+  return plan;
 }
 
-/** Step 2, once per output segment (any invocation, any order, repeatable). */
+/** Stage rewrite, output `index` (any invocation, any order, repeatable). */
 export async function rewriteOutput(
   store: ObjectStore,
   safe: string,
-  journal: Journal,
+  plan: RewritePlan,
   index: number,
 ): Promise<{ bytes: number; frames: number }> {
-  const o = journal.outputs[index];
-  if (!o) throw new CompactionError('E_BAD_INPUT', `generation ${journal.generation} has no output ${index}`);
+  const o = plan.outputs[index];
+  if (!o) throw new CompactionError('E_BAD_INPUT', `generation ${plan.generation} has no output ${index}`);
   const done = await store.head(o.key);
   if (done) return { bytes: done.size, frames: o.sources.reduce((n, x) => n + frameCount(x.live), 0) };
   const reader = new SafeReader(store, safe);
@@ -207,29 +289,100 @@ export async function rewriteOutput(
   return writeOutputSegment(store, safe, { key: o.key, sources }, config?.encryption != null);
 }
 
-export async function readJournal(store: ObjectStore, safe: string, g: number): Promise<Journal> {
-  return decodeJournal(await store.get(journalKey(safe, g)), journalKey(safe, g));
+export function rewritesDone(store: ObjectStore, plan: RewritePlan): Promise<boolean> {
+  return allPresent(
+    store,
+    plan.outputs.map((o) => o.key),
+  );
 }
 
-/** Step 3: plan again, write the changed maps, commit the generation. */
+export async function readRewritePlan(store: ObjectStore, safe: string, g: number): Promise<RewritePlan> {
+  const key = compactionWorkKey(safe, g, 'rewrite');
+  return decodeRewritePlan(await store.get(key), key);
+}
+
+/** Stage maps, shard `i`: plan again, remap, write the shard's part of every map that changed. */
+export async function shardMaps(
+  store: ObjectStore,
+  safe: string,
+  journal: Journal,
+  plan: RewritePlan,
+  i: number,
+): Promise<void> {
+  const g = journal.generation;
+  const key = compactionWorkKey(safe, g, `maps-${i}`);
+  if (await store.head(key)) return;
+  const shard = journal.shards[i]!;
+  const moves = movesOf(plan.outputs);
+  const reader = new SafeReader(store, safe);
+  const view = await viewOf(reader, journal);
+  const planned = await planShard(reader, view, shard, {
+    maxDeltas: journal.maxDeltas,
+    moved: new Set(moves.keys()),
+  });
+  const out: ShardMaps = { maps: [] };
+  for (const { rp, map } of planned.maps) {
+    const blocks = Math.ceil(map.sizeBytes / map.blockSize);
+    const wholeShard = shard.first === 0 && shard.end >= blocks;
+    const base = {
+      rp,
+      device: map.id,
+      sizeBytes: map.sizeBytes,
+      blockSize: map.blockSize,
+      full: map.full,
+      first: shard.first,
+      end: shard.end,
+    };
+    if (map.reuse) {
+      out.maps.push(map.reuse.whole ? { ...base, whole: map.reuse.ref } : { ...base, part: map.reuse.ref });
+      continue;
+    }
+    const extents = map.extents.some((e) => e.kind === 'data' && moves.has(e.segment))
+      ? remap(map.extents, moves)
+      : map.extents;
+    const buf = encodeBlockMap({ blockSize: map.blockSize, deviceSize: map.sizeBytes, extents });
+    const mapKey = wholeShard
+      ? generationMapKey(safe, g, rp, map.id)
+      : generationMapPartKey(safe, g, rp, map.id, shard.first);
+    await store.put(mapKey, buf);
+    const ref: BlockMapRef = {
+      key: mapKey,
+      bytes: buf.length,
+      sha256: createHash('sha256').update(buf).digest('hex'),
+      extents: extents.length,
+    };
+    out.maps.push(wholeShard ? { ...base, whole: ref } : { ...base, part: ref });
+  }
+  await store.put(key, encodeJson(out));
+}
+
+export function mapsDone(store: ObjectStore, safe: string, journal: Journal): Promise<boolean> {
+  return allPresent(
+    store,
+    journal.shards.map((_, i) => compactionWorkKey(safe, journal.generation, `maps-${i}`)),
+  );
+}
+
+/** Stage finish: assemble the generation from the shards' maps and commit it. */
 export async function finishCompaction(
   store: ObjectStore,
   safe: string,
   journal: Journal,
+  plan: RewritePlan,
   s: Pick<CompactionSettings, 'now' | 'log'> = {},
 ): Promise<CompactionResult> {
   const t0 = Date.now();
   const now = s.now ?? (() => new Date());
-  const log = s.log ?? (() => undefined);
   const g = journal.generation;
   const reader = new SafeReader(store, safe);
-  const old = await reader.generation();
+  const view = await viewOf(reader, journal);
+  const old = view.old;
   if ((old?.generation ?? 0) >= g) {
-    if (old?.generation === g) return resultOf(old, 0, t0); // a duplicate finisher: already done
+    if (old?.generation === g) return resultOf(old, journal, 0, t0); // a duplicate finisher: already done
     throw new ConflictError(`generation ${g}`, { safe });
   }
   const written: Generation['written'] = [];
-  for (const o of journal.outputs) {
+  for (const o of plan.outputs) {
     const info = await store.head(o.key);
     if (!info)
       throw new CompactionError(
@@ -243,58 +396,58 @@ export async function finishCompaction(
       frames: o.sources.reduce((n, x) => n + frameCount(x.live), 0),
     });
   }
-  const moves = movesOf(journal.outputs);
+  // the shards' maps → one entry per retained RP and device
+  const byRp = new Map<number, Map<string, ShardMaps['maps']>>();
+  const oldRefs = new Set<string>();
+  const oldSegments = new Set<string>();
+  const live = new Set<string>();
+  const work: string[] = [];
   let mapsWritten = 0;
-  // one device at a time: remap what moved, write the maps that changed, keep only their refs
-  const plan = (await planCompaction(
-    reader,
-    {
-      policy: journal.policy,
-      maxDeltas: journal.maxDeltas,
-      rewriteBelow: journal.rewriteBelow,
-      upTo: journal.upTo,
-      findSparse: false,
-    },
-    async (_device, maps) => {
-      for (const { rp, map: d } of maps) {
-        if (d.extents.some((e) => e.kind === 'data' && moves.has(e.segment))) {
-          d.extents = remap(d.extents, moves);
-          d.ref = undefined;
-        }
-        if (d.ref) continue;
-        const buf = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents: d.extents });
-        const key = generationMapKey(safe, g, rp, d.id);
-        await store.put(key, buf);
-        mapsWritten++;
-        d.ref = {
-          key,
-          bytes: buf.length,
-          sha256: createHash('sha256').update(buf).digest('hex'),
-          extents: d.extents.length,
-        };
-      }
-    },
-  )) as CompactionPlan;
-  const rps: GenerationRp[] = plan.kept.map((p) => ({
-    rp: p.rp,
-    createdAt: p.createdAt,
-    parent: p.parent,
-    devices: p.devices.map((d) => ({
-      id: d.id,
-      sizeBytes: d.sizeBytes,
-      blockSize: d.blockSize,
-      full: d.full,
-      blockMap: d.ref!,
-    })),
+  for (let i = 0; i < journal.shards.length; i++) {
+    const mk = compactionWorkKey(safe, g, `maps-${i}`);
+    const lk = compactionWorkKey(safe, g, `live-${i}`);
+    work.push(mk, lk);
+    for (const m of decodeJson(shardMapsSchema, await store.get(mk), mk, 'shard maps').maps) {
+      const devices = byRp.get(m.rp) ?? new Map();
+      byRp.set(m.rp, devices);
+      devices.set(m.device, [...(devices.get(m.device) ?? []), m]);
+      if (m.part && generationOf(m.part.key, safe) === g) mapsWritten++;
+      if (m.whole && generationOf(m.whole.key, safe) === g) mapsWritten++;
+    }
+    const l = decodeJson(shardLivenessSchema, await store.get(lk), lk, 'shard liveness');
+    for (const k of l.oldRefs) oldRefs.add(k);
+    for (const x of l.oldSegments) oldSegments.add(x);
+    for (const x of Object.keys(l.segments)) live.add(x);
+  }
+  const rps: GenerationRp[] = view.kept.map((k) => ({
+    rp: k.rp,
+    createdAt: k.createdAt,
+    parent: k.parent,
+    devices: [...(byRp.get(k.rp) ?? new Map<string, ShardMaps['maps']>())].map(([id, parts]) => {
+      const sorted = [...parts].sort((a, b) => a.first - b.first);
+      const head = sorted[0]!;
+      const base = { id, sizeBytes: head.sizeBytes, blockSize: head.blockSize, full: head.full };
+      if (sorted.every((p) => p.whole)) return { ...base, blockMap: head.whole! };
+      if (!sorted.every((p) => p.part))
+        throw new CompactionError(
+          'E_INTERNAL',
+          `RP ${k.rp} device ${id}: shards disagree on reusing its map`,
+        );
+      return { ...base, parts: sorted.map((p) => ({ first: p.first, end: p.end, blockMap: p.part! })) };
+    }),
   }));
-  const segments = new Set([...plan.liveSegments].filter((x) => !moves.has(x)));
-  for (const o of journal.outputs) segments.add(o.id);
+  const moves = movesOf(plan.outputs);
+  const segments = new Set([...live].filter((x) => !moves.has(x)));
+  for (const o of plan.outputs) segments.add(o.id);
 
   // garbage: what the old view referenced and the new one does not, plus what is still pending
   const newRefs = new Set<string>();
   for (const r of rps) {
     newRefs.add(manifestKey(safe, r.rp));
-    for (const d of r.devices) newRefs.add(d.blockMap.key);
+    for (const d of r.devices) {
+      if (d.blockMap) newRefs.add(d.blockMap.key);
+      for (const p of d.parts ?? []) newRefs.add(p.blockMap.key);
+    }
   }
   for (const x of segments) newRefs.add(segmentKey(safe, x));
   const since = now().toISOString();
@@ -305,11 +458,11 @@ export async function finishCompaction(
   const add = (key: string): void => {
     if (!garbage.has(key) && !newRefs.has(key)) garbage.set(key, since);
   };
-  for (const rp of plan.expired) add(manifestKey(safe, rp));
-  for (const k of plan.oldRefs) add(k);
-  for (const x of plan.oldSegments) add(segmentKey(safe, x));
+  for (const rp of view.expired) add(manifestKey(safe, rp));
+  for (const k of oldRefs) add(k);
+  for (const x of oldSegments) add(segmentKey(safe, x));
   if (old) add(generationKey(safe, old.generation));
-  add(journalKey(safe, g));
+  for (const k of [...work, compactionWorkKey(safe, g, 'rewrite'), journalKey(safe, g)]) add(k);
   const gen: Generation = {
     format: 'cdp-generation',
     version: FORMAT_VERSION,
@@ -317,7 +470,7 @@ export async function finishCompaction(
     generation: g,
     previous: old?.generation ?? null,
     createdAt: since,
-    upTo: plan.upTo,
+    upTo: view.upTo,
     maxDeltas: journal.maxDeltas,
     policy: journal.policy,
     rps,
@@ -325,26 +478,31 @@ export async function finishCompaction(
     written,
     garbage: [...garbage].map(([key, at]) => ({ key, since: at })),
     stats: {
-      expired: plan.expired.slice(),
+      expired: view.expired.slice(),
       mapsWritten,
-      segmentsRewritten: journal.outputs.reduce((n, o) => n + o.sources.length, 0),
+      segmentsRewritten: plan.outputs.reduce((n, o) => n + o.sources.length, 0),
       bytesRewritten: written.reduce((n, w) => n + w.bytes, 0),
       durationMs: Date.now() - Date.parse(journal.startedAt),
     },
   };
   if (!(await store.putIfAbsent(generationKey(safe, g), encodeJson(gen)))) {
     const raced = await new SafeReader(store, safe).generation();
-    if (raced?.generation === g) return resultOf(raced, journal.deleted.length, t0);
+    if (raced?.generation === g) return resultOf(raced, journal, journal.deleted.length, t0);
     throw new ConflictError(`generation ${g}`, { safe });
   }
-  log(
-    `generation ${g}: kept ${rps.length} RPs, merged ${plan.expired.length}, wrote ${mapsWritten} maps, ` +
-      `rewrote ${gen.stats.segmentsRewritten} segments into ${written.length}`,
+  s.log?.(
+    `generation ${g}: kept ${rps.length} RPs, merged ${view.expired.length}, wrote ${mapsWritten} maps over ` +
+      `${journal.shards.length} shards, rewrote ${gen.stats.segmentsRewritten} segments into ${written.length}`,
   );
-  return resultOf(gen, journal.deleted.length, t0);
+  return resultOf(gen, journal, journal.deleted.length, t0);
 }
 
-function resultOf(gen: Generation, garbageDeleted: number, t0: number): CompactionResult {
+function generationOf(key: string, safe: string): number | undefined {
+  const m = new RegExp(`^safes/${safe}/gen/([0-9]{10})/`).exec(key);
+  return m ? Number(m[1]) : undefined;
+}
+
+function resultOf(gen: Generation, journal: Journal, garbageDeleted: number, t0: number): CompactionResult {
   return {
     generation: gen.generation,
     kept: gen.rps.map((r) => r.rp),
@@ -353,13 +511,14 @@ function resultOf(gen: Generation, garbageDeleted: number, t0: number): Compacti
     segmentsRewritten: gen.stats.segmentsRewritten,
     bytesRewritten: gen.stats.bytesRewritten,
     segmentsWritten: gen.written.length,
+    shards: journal.shards.length,
     garbageDeleted,
     garbagePending: gen.garbage.length,
     durationMs: Date.now() - t0,
   };
 }
 
-/** The whole compaction in this process: begin, every rewrite, finish, under the lease. */
+/** The whole compaction in this process, every stage in turn, under the lease. */
 export async function compactSafe(
   store: ObjectStore,
   safe: string,
@@ -371,14 +530,35 @@ export async function compactSafe(
   await lease.acquire();
   try {
     const begun = await beginCompaction(store, safe, s);
-    if (begun.kind === 'nothing') return begun.result;
-    for (let i = 0; i < begun.journal.outputs.length; i++) {
-      const r = await rewriteOutput(store, safe, begun.journal, i);
-      s.log?.(
-        `wrote segment ${begun.journal.outputs[i]!.id.slice(0, 12)} (${r.frames} frames, ${r.bytes} bytes)`,
-      );
+    const nothing = async (garbageDeleted: number, garbagePending: number): Promise<CompactionResult> => ({
+      generation: null,
+      kept: await new SafeReader(store, safe).listRps(),
+      expired: [],
+      mapsWritten: 0,
+      segmentsRewritten: 0,
+      bytesRewritten: 0,
+      segmentsWritten: 0,
+      shards: 0,
+      garbageDeleted,
+      garbagePending,
+      durationMs: Date.now() - t0,
+    });
+    if (begun.kind === 'nothing') return nothing(begun.garbageDeleted, begun.garbagePending);
+    const { journal } = begun;
+    for (let i = 0; i < journal.shards.length; i++) await shardLiveness(store, safe, journal, i);
+    const plan = await selectRewrite(store, safe, journal, s.segmentBytes);
+    if (!plan) {
+      await cleanUpAttempt(store, safe, journal.generation);
+      s.log?.('nothing to compact');
+      const gen = await new SafeReader(store, safe).generation();
+      return nothing(journal.deleted.length, gen ? gen.garbage.length - journal.deleted.length : 0);
     }
-    const result = await finishCompaction(store, safe, begun.journal, s);
+    for (let o = 0; o < plan.outputs.length; o++) {
+      const r = await rewriteOutput(store, safe, plan, o);
+      s.log?.(`wrote segment ${plan.outputs[o]!.id.slice(0, 12)} (${r.frames} frames, ${r.bytes} bytes)`);
+    }
+    for (let i = 0; i < journal.shards.length; i++) await shardMaps(store, safe, journal, plan, i);
+    const result = await finishCompaction(store, safe, journal, plan, s);
     return { ...result, durationMs: Date.now() - t0 };
   } finally {
     await lease.release().catch(() => undefined);

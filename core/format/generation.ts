@@ -44,13 +44,21 @@ export const generationSchema = z.object({
       createdAt: z.string(),
       parent: z.number().int().positive().nullable(),
       devices: z.array(
-        z.object({
-          id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
-          sizeBytes: count,
-          blockSize: count,
-          full: z.boolean(),
-          blockMap: blockMapRefSchema,
-        }),
+        z
+          .object({
+            id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+            sizeBytes: count,
+            blockSize: count,
+            full: z.boolean(),
+            /** The map as one object … */
+            blockMap: blockMapRefSchema.optional(),
+            /** … or as block-range parts (sharded compaction), ascending, covering the device. */
+            parts: z.array(z.object({ first: count, end: count, blockMap: blockMapRefSchema })).optional(),
+          })
+          .refine(
+            (d) => (d.blockMap === undefined) !== (d.parts === undefined),
+            'exactly one of blockMap and parts',
+          ),
       ),
     }),
   ),
@@ -72,7 +80,7 @@ export const generationSchema = z.object({
 export type Generation = z.infer<typeof generationSchema>;
 export type GenerationRp = Generation['rps'][number];
 
-function decodeJson<T>(schema: z.ZodType<T>, buf: Uint8Array, where: string, what: string): T {
+export function decodeJson<T>(schema: z.ZodType<T>, buf: Uint8Array, where: string, what: string): T {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(buf).toString('utf8'));
@@ -122,7 +130,17 @@ export const journalSchema = z.object({
   rewriteBelow: z.number().min(0).max(1),
   /** Garbage the planner already deleted (not carried into the new generation). */
   deleted: z.array(z.string()),
-  /** The segments this attempt writes: each packs the live frames of its sources, in order. */
+  /** Block-range shards the planning and map writing are split into. */
+  shards: z.array(z.object({ device: z.string(), first: count, end: count })),
+});
+export type Journal = z.infer<typeof journalSchema>;
+
+/** `gen/<g>/rewrite.json`: the segments this attempt writes, chosen once every shard's liveness is in. */
+export const rewritePlanSchema = z.object({
+  format: z.literal('cdp-rewrite'),
+  version: z.literal(FORMAT_VERSION),
+  generation: z.number().int().positive(),
+  /** Each output packs the live frames of its sources, in order. */
   outputs: z.array(
     z.object({
       id: hex64,
@@ -134,7 +152,39 @@ export const journalSchema = z.object({
     }),
   ),
 });
-export type Journal = z.infer<typeof journalSchema>;
+export type RewritePlan = z.infer<typeof rewritePlanSchema>;
+
+export function decodeRewritePlan(buf: Uint8Array, where: string): RewritePlan {
+  return decodeJson(rewritePlanSchema, buf, where, 'rewrite plan');
+}
+
+/** A shard's liveness (`live-<i>.json`): frame ranges per segment, and what the old view referenced. */
+export const shardLivenessSchema = z.object({
+  segments: z.record(z.string(), z.array(z.tuple([count, z.number().int().positive()]))),
+  oldRefs: z.array(z.string()),
+  oldSegments: z.array(z.string()),
+  /** Retained maps of the shard that cannot be reused as they are. */
+  changes: count,
+});
+export type ShardLiveness = z.infer<typeof shardLivenessSchema>;
+
+/** A shard's maps (`maps-<i>.json`): per retained RP, the part it wrote or reuses, or the whole map it reuses. */
+export const shardMapsSchema = z.object({
+  maps: z.array(
+    z.object({
+      rp: z.number().int().positive(),
+      device: z.string(),
+      sizeBytes: count,
+      blockSize: count,
+      full: z.boolean(),
+      first: count,
+      end: count,
+      whole: blockMapRefSchema.optional(),
+      part: blockMapRefSchema.optional(),
+    }),
+  ),
+});
+export type ShardMaps = z.infer<typeof shardMapsSchema>;
 
 export function decodeJournal(buf: Uint8Array, where: string): Journal {
   return decodeJson(journalSchema, buf, where, 'compaction journal');

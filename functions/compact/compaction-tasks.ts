@@ -1,29 +1,42 @@
 /**
- * Use case: the offsite compaction of a safe, as tasks on the compaction queue.
+ * Use case: the offsite compaction of a safe, as tasks on the compaction queue (one stage of
+ * core/compaction/compact.ts each; every task is idempotent, and the task that sees a stage
+ * complete starts the next):
  *
- *   compact {safe}               take the catalog lease, begin (GC, plan, journal); a small job
- *                                finishes in place, a large one fans out one rewrite task per
- *                                output segment
- *   rewrite {safe, gen, output}  write one output segment (idempotent); the task that sees every
- *                                output written sends the finish task
- *   finish  {safe, gen}          replan, write maps, commit the generation, record it in the
- *                                catalog (expired RPs leave the committed set), release the lease
+ *   compact  {safe}                take the catalog lease, begin (GC, retention, block-range
+ *                                  shards, journal), fan out one liveness task per shard
+ *   liveness {safe, gen, shard}    the frame ranges the shard's retained maps reference
+ *   select   {safe, gen}           merge liveness, choose the output segments (or stop: nothing
+ *                                  to do), fan out one rewrite task per output segment
+ *   rewrite  {safe, gen, output}   write one dense segment
+ *   maps     {safe, gen, shard}    write the shard's part of every changed map
+ *   finish   {safe, gen}           commit the generation, record it in the catalog (expired RPs
+ *                                  leave the committed set), release the lease
  *
- * Every task renews the lease for the journal's owner, so no other compaction starts meanwhile;
- * a job whose tasks all died leaves a journal the next compaction cleans up once the lease expires.
+ * A stage with few units runs in place instead of fanning out (`inline`). Every task renews the
+ * lease for the journal's owner, so no other compaction starts meanwhile; a job whose tasks all
+ * died leaves a journal that the next compaction cleans up once the lease expires.
  */
 import { randomUUID } from 'node:crypto';
 import {
   beginCompaction,
   COMPACTION_DEFAULTS,
   type CompactionResult,
+  cleanUpAttempt,
   finishCompaction,
+  livenessDone,
+  mapsDone,
   readJournal,
+  readRewritePlan,
   rewriteOutput,
+  rewritesDone,
+  selectRewrite,
+  shardLiveness,
+  shardMaps,
 } from '#core/compaction/compact.ts';
 import { CatalogLease, LeaseBusyError } from '#core/compaction/lease.ts';
 import { readPolicy } from '#core/compaction/policy.ts';
-import type { Generation, StoredPolicy } from '#core/format/generation.ts';
+import type { Generation, Journal, StoredPolicy } from '#core/format/generation.ts';
 import type { Catalog } from '#core/ports/catalog.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 import { SafeReader } from '#core/safe-reader.ts';
@@ -31,12 +44,18 @@ import { SafeReader } from '#core/safe-reader.ts';
 export type CompactionTask =
   | { readonly action: 'compact'; readonly safe: string }
   | {
+      readonly action: 'liveness' | 'maps';
+      readonly safe: string;
+      readonly generation: number;
+      readonly shard: number;
+    }
+  | { readonly action: 'select' | 'finish'; readonly safe: string; readonly generation: number }
+  | {
       readonly action: 'rewrite';
       readonly safe: string;
       readonly generation: number;
       readonly output: number;
-    }
-  | { readonly action: 'finish'; readonly safe: string; readonly generation: number };
+    };
 
 export interface CompactionDeps {
   readonly catalog: Catalog;
@@ -46,8 +65,9 @@ export interface CompactionDeps {
   readonly graceMs: number;
   readonly maxDeltas: number;
   readonly segmentBytes?: number;
-  /** Jobs with more output segments than this fan out over invocations. */
-  readonly inlineOutputs: number;
+  readonly shardBlocks?: number;
+  /** A stage with at most this many units (shards, output segments) runs in place. */
+  readonly inline: number;
   readonly leaseMs?: number;
   now(): Date;
   log?(msg: string): void;
@@ -57,17 +77,11 @@ export type TaskOutcome =
   | { readonly outcome: 'busy'; readonly safe: string }
   | { readonly outcome: 'nothing'; readonly safe: string; readonly garbageDeleted: number }
   | {
-      readonly outcome: 'fanned-out';
+      readonly outcome: 'stage';
       readonly safe: string;
       readonly generation: number;
-      readonly tasks: number;
-    }
-  | {
-      readonly outcome: 'rewrote';
-      readonly safe: string;
-      readonly generation: number;
-      readonly output: number;
-      readonly bytes: number;
+      readonly action: string;
+      readonly next?: string;
     }
   | { readonly outcome: 'committed'; readonly safe: string; readonly result: CompactionResult }
   | { readonly outcome: 'stale'; readonly safe: string; readonly generation: number };
@@ -95,18 +109,75 @@ function lease(deps: CompactionDeps, safe: string, owner: string): CatalogLease 
   );
 }
 
-async function finish(
+type Staged = Exclude<CompactionTask, { action: 'compact' }>;
+
+/** Runs stages from `task` on: in place while a stage has few units, else fanned out as tasks. */
+async function advance(
   deps: CompactionDeps,
-  safe: string,
-  generation: number,
-  owner: CatalogLease,
+  store: ObjectStore,
+  journal: Journal,
+  task: Staged,
+  l: CatalogLease,
 ): Promise<TaskOutcome> {
-  const store = deps.storeFor(safe);
-  const journal = await readJournal(store, safe, generation);
-  const result = await finishCompaction(store, safe, journal, { now: () => deps.now(), log: deps.log });
-  await syncCatalog(deps, safe);
-  await owner.release();
-  return { outcome: 'committed', safe, result };
+  const { safe } = task;
+  const g = journal.generation;
+  const shards = journal.shards.length;
+  const fan = async (tasks: Staged[]): Promise<TaskOutcome> => {
+    if (tasks.length <= deps.inline) {
+      let last: TaskOutcome | undefined;
+      for (const t of tasks) last = await advance(deps, store, journal, t, l);
+      return last!;
+    }
+    await deps.send(tasks);
+    return {
+      outcome: 'stage',
+      safe,
+      generation: g,
+      action: task.action,
+      next: `${tasks.length} ${tasks[0]!.action} tasks`,
+    };
+  };
+  switch (task.action) {
+    case 'liveness':
+      await shardLiveness(store, safe, journal, task.shard);
+      if (!(await livenessDone(store, safe, journal)))
+        return { outcome: 'stage', safe, generation: g, action: 'liveness' };
+      return fan([{ action: 'select', safe, generation: g }]);
+    case 'select': {
+      const plan = await selectRewrite(store, safe, journal, deps.segmentBytes);
+      if (!plan) {
+        await cleanUpAttempt(store, safe, g);
+        await l.release();
+        return { outcome: 'nothing', safe, garbageDeleted: journal.deleted.length };
+      }
+      if (plan.outputs.length === 0)
+        return fan(journal.shards.map((_, shard) => ({ action: 'maps', safe, generation: g, shard })));
+      return fan(plan.outputs.map((_, output) => ({ action: 'rewrite', safe, generation: g, output })));
+    }
+    case 'rewrite': {
+      const plan = await readRewritePlan(store, safe, g);
+      await rewriteOutput(store, safe, plan, task.output);
+      if (!(await rewritesDone(store, plan)))
+        return { outcome: 'stage', safe, generation: g, action: 'rewrite' };
+      return fan(journal.shards.map((_, shard) => ({ action: 'maps', safe, generation: g, shard })));
+    }
+    case 'maps': {
+      await shardMaps(store, safe, journal, await readRewritePlan(store, safe, g), task.shard);
+      if (!(await mapsDone(store, safe, journal)))
+        return { outcome: 'stage', safe, generation: g, action: 'maps' };
+      return fan([{ action: 'finish', safe, generation: g }]);
+    }
+    case 'finish': {
+      const plan = await readRewritePlan(store, safe, g);
+      const result = await finishCompaction(store, safe, journal, plan, {
+        now: () => deps.now(),
+        log: deps.log,
+      });
+      await syncCatalog(deps, safe);
+      await l.release();
+      return { outcome: 'committed', safe, result: { ...result, shards } };
+    }
+  }
 }
 
 export async function handleCompactionTask(deps: CompactionDeps, task: CompactionTask): Promise<TaskOutcome> {
@@ -129,27 +200,35 @@ export async function handleCompactionTask(deps: CompactionDeps, task: Compactio
         graceMs: deps.graceMs,
         maxDeltas: deps.maxDeltas,
         segmentBytes: deps.segmentBytes,
+        shardBlocks: deps.shardBlocks,
         now: () => deps.now(),
         log: deps.log,
       });
       if (begun.kind === 'nothing') {
         await l.release();
-        return { outcome: 'nothing', safe, garbageDeleted: begun.result.garbageDeleted };
+        return { outcome: 'nothing', safe, garbageDeleted: begun.garbageDeleted };
       }
-      const n = begun.journal.outputs.length;
-      if (n <= deps.inlineOutputs) {
-        for (let i = 0; i < n; i++) await rewriteOutput(store, safe, begun.journal, i);
-        return await finish(deps, safe, begun.generation, l);
+      const { journal } = begun;
+      const g = journal.generation;
+      const first: Staged[] = journal.shards.map((_, shard) => ({
+        action: 'liveness',
+        safe,
+        generation: g,
+        shard,
+      }));
+      if (first.length <= deps.inline) {
+        let last: TaskOutcome | undefined;
+        for (const t of first) last = await advance(deps, store, journal, t, l);
+        return last!;
       }
-      await deps.send(
-        Array.from({ length: n }, (_, output) => ({
-          action: 'rewrite',
-          safe,
-          generation: begun.generation,
-          output,
-        })),
-      );
-      return { outcome: 'fanned-out', safe, generation: begun.generation, tasks: n };
+      await deps.send(first);
+      return {
+        outcome: 'stage',
+        safe,
+        generation: g,
+        action: 'compact',
+        next: `${first.length} liveness tasks`,
+      };
     } catch (e) {
       await l.release().catch(() => undefined);
       throw e;
@@ -160,14 +239,7 @@ export async function handleCompactionTask(deps: CompactionDeps, task: Compactio
   if (!journal || done >= task.generation) return { outcome: 'stale', safe, generation: task.generation };
   const l = lease(deps, safe, journal.owner);
   await l.acquire(); // renew; throws if another compaction took over after our lease expired
-  if (task.action === 'rewrite') {
-    const r = await rewriteOutput(store, safe, journal, task.output);
-    const written = await Promise.all(journal.outputs.map((o) => store.head(o.key)));
-    if (written.every((w) => w !== undefined))
-      await deps.send([{ action: 'finish', safe, generation: task.generation }]);
-    return { outcome: 'rewrote', safe, generation: task.generation, output: task.output, bytes: r.bytes };
-  }
-  return finish(deps, safe, task.generation, l);
+  return advance(deps, store, journal, task, l);
 }
 
 /** The scheduled run: one compact task per safe in the catalog. */

@@ -1,7 +1,8 @@
 /**
  * Compaction function. Two event sources:
  * - the EventBridge schedule: queues one compact task per safe in the catalog;
- * - the compaction queue (batch size 1): compact, rewrite and finish tasks (compaction-tasks.ts),
+ * - the compaction queue (batch size 1): compact, liveness, select, rewrite, maps and finish tasks
+ *   (compaction-tasks.ts),
  *   sent by the schedule, by the ingest function when a safe's chain passes the threshold, and by
  *   compaction itself when it fans out.
  */
@@ -33,22 +34,23 @@ const deps = {
   defaultPolicy: retentionPolicySchema.parse(JSON.parse(requireEnv('DEFAULT_RETENTION'))),
   graceMs: Number(requireEnv('GRACE_SECONDS')) * 1000,
   maxDeltas: Number(requireEnv('MAX_DELTAS')),
-  inlineOutputs: Number(process.env.INLINE_OUTPUTS ?? '1'),
+  inline: Number(process.env.INLINE_UNITS ?? '1'),
   segmentBytes: process.env.SEGMENT_BYTES ? Number(process.env.SEGMENT_BYTES) : undefined,
+  shardBlocks: process.env.SHARD_BLOCKS ? Number(process.env.SHARD_BLOCKS) : undefined,
   now: () => new Date(),
   log: (msg: string) => logger.info(msg),
 };
 
 const safeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const generation = z.number().int().positive();
+const index = z.number().int().nonnegative();
 const taskSchema = z.discriminatedUnion('action', [
   z.object({ action: z.literal('compact'), safe: safeId }),
-  z.object({
-    action: z.literal('rewrite'),
-    safe: safeId,
-    generation: z.number().int().positive(),
-    output: z.number().int().nonnegative(),
-  }),
-  z.object({ action: z.literal('finish'), safe: safeId, generation: z.number().int().positive() }),
+  z.object({ action: z.literal('liveness'), safe: safeId, generation, shard: index }),
+  z.object({ action: z.literal('select'), safe: safeId, generation }),
+  z.object({ action: z.literal('rewrite'), safe: safeId, generation, output: index }),
+  z.object({ action: z.literal('maps'), safe: safeId, generation, shard: index }),
+  z.object({ action: z.literal('finish'), safe: safeId, generation }),
 ]);
 const processor = new BatchProcessor(EventType.SQS);
 

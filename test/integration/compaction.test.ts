@@ -38,14 +38,20 @@ const images: Buffer[] = [];
 
 beforeAll(async () => {
   d = await deployLocal(cloud.profile, { outdir: cloud.outdir });
-  // small output segments and no inline rewrite, so even this small safe fans out
+  // small output segments, shards of 16 blocks (1 MiB) and nothing in place, so even this small
+  // safe fans out at every stage
   const fn = d.outputs[OUTPUTS.compactionFunction]!;
   const cfg = await cloud.clients.lambda.send(new GetFunctionConfigurationCommand({ FunctionName: fn }));
   await cloud.clients.lambda.send(
     new UpdateFunctionConfigurationCommand({
       FunctionName: fn,
       Environment: {
-        Variables: { ...cfg.Environment?.Variables, SEGMENT_BYTES: String(256 * 1024), INLINE_OUTPUTS: '0' },
+        Variables: {
+          ...cfg.Environment?.Variables,
+          SEGMENT_BYTES: String(256 * 1024),
+          SHARD_BLOCKS: '16',
+          INLINE_UNITS: '0',
+        },
       },
     }),
   );
@@ -161,6 +167,12 @@ describe('compaction function', () => {
     );
     expect(gen.stats.segmentsRewritten).toBeGreaterThan(0);
     expect(gen.written.length).toBeGreaterThan(1); // several output segments: fanned out
+    // 4 MiB at 64 KiB blocks in shards of 16: every rebuilt map is four block-range parts
+    const rebuilt = gen.rps
+      .flatMap((r: { devices: { parts?: unknown[] }[] }) => r.devices)
+      .filter((x: { parts?: unknown[] }) => x.parts);
+    expect(rebuilt.length).toBeGreaterThan(0);
+    for (const x of rebuilt) expect(x.parts).toHaveLength(4);
     // what compaction writes under safes/ reaches the index function too: ignored, never quarantined
     expect(await catalog.listQuarantined(SAFE)).toEqual([]);
     const listed = await agent(['list', '--safe', safe, '--json'], env);

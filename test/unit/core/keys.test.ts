@@ -3,8 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { BadKeyError } from '#core/errors.ts';
 import {
   blockMapKey,
+  compactionWorkKey,
   generationKey,
   generationMapKey,
+  generationMapPartKey,
   journalKey,
   lockKey,
   manifestKey,
@@ -31,6 +33,24 @@ describe('keys', () => {
         expect(parseKey(lockKey(safe))).toEqual({ kind: 'lock', safe });
         expect(parseKey(generationKey(safe, n))).toEqual({ kind: 'generation', safe, generation: n });
         expect(parseKey(journalKey(safe, n))).toEqual({ kind: 'journal', safe, generation: n });
+        expect(parseKey(generationMapPartKey(safe, n, 2, device, 4096))).toEqual({
+          kind: 'generation-map',
+          safe,
+          generation: n,
+          rp: 2,
+          device,
+          first: 4096,
+        });
+        expect(parseKey(compactionWorkKey(safe, n, 'live-3'))).toEqual({
+          kind: 'compaction-work',
+          safe,
+          generation: n,
+          name: 'live-000003',
+        });
+        expect(parseKey(compactionWorkKey(safe, n, 'rewrite'))).toMatchObject({
+          kind: 'compaction-work',
+          name: 'rewrite',
+        });
         expect(parseKey(generationMapKey(safe, n, 1, device))).toEqual({
           kind: 'generation-map',
           safe,

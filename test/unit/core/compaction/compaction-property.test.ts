@@ -58,7 +58,8 @@ describe('compaction', () => {
         }),
         fc.integer({ min: 0, max: 3 }),
         fc.constantFrom(0.5, 0.95),
-        async (nDevices, encrypted, steps, crashes, base, maxDeltas, rewriteBelow) => {
+        fc.constantFrom(4, 9, 1000),
+        async (nDevices, encrypted, steps, crashes, base, maxDeltas, rewriteBelow, shardBlocks) => {
           const root = mkdtempSync(join(tmpdir(), 'cp-'));
           let clock = Date.parse('2026-11-01T00:00:00Z');
           const now = () => new Date(clock);
@@ -75,6 +76,7 @@ describe('compaction', () => {
                 policy,
                 maxDeltas,
                 rewriteBelow,
+                shardBlocks,
                 segmentBytes: 48 * 1024,
                 graceMs: HOUR,
                 owner: 'test',

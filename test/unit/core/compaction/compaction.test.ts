@@ -5,7 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { referencedKeys } from '#core/compaction/collect-garbage.ts';
-import { beginCompaction, compactSafe, finishCompaction, rewriteOutput } from '#core/compaction/compact.ts';
+import {
+  beginCompaction,
+  compactSafe,
+  finishCompaction,
+  rewriteOutput,
+  selectRewrite,
+  shardLiveness,
+  shardMaps,
+} from '#core/compaction/compact.ts';
 import { LeaseBusyError, ObjectStoreLease } from '#core/compaction/lease.ts';
 import { safePrefix } from '#core/keys.ts';
 import { SafeReader } from '#core/safe-reader.ts';
@@ -122,7 +130,14 @@ describe('compactSafe under crashes and concurrency', () => {
       const faulty = new FaultyStore(h.store, k);
       let crashed = false;
       try {
-        await compactSafe(faulty, h.safe, { policy, owner: 't', now, graceMs: 0, maxDeltas: 1 });
+        await compactSafe(faulty, h.safe, {
+          policy,
+          owner: 't',
+          now,
+          graceMs: 0,
+          maxDeltas: 1,
+          shardBlocks: 24,
+        });
       } catch (e) {
         if (!(e instanceof InjectedCrash)) throw e;
         crashed = true;
@@ -157,17 +172,31 @@ describe('compactSafe under crashes and concurrency', () => {
     );
     const early = new SafeReader(h.store, h.safe);
     await early.listRps(); // this reader keeps the view it started with
-    const begun = await beginCompaction(h.store, h.safe, { policy, owner: 't', now, graceMs: 3600_000 });
+    const begun = await beginCompaction(h.store, h.safe, {
+      policy,
+      owner: 't',
+      now,
+      graceMs: 3600_000,
+      shardBlocks: 16,
+    });
     expect(begun.kind).toBe('started');
     if (begun.kind !== 'started') return;
+    const { journal } = begun;
+    expect(journal.shards).toHaveLength(4); // 64 blocks in shards of 16
+    for (let i = 0; i < journal.shards.length; i++) await shardLiveness(h.store, h.safe, journal, i);
     // a backup lands between begin and finish: it is above upTo and stays out of the plan
     const img = randomBytes(64 * BS);
     const path = join(roots[0]!, 'd.img');
     writeFileSync(path, img);
     await h.backup({ devices: [{ path, id: 'd' }], blockSize: BS, segmentBytes: 1 << 20 });
-    for (let i = 0; i < begun.journal.outputs.length; i++)
-      await rewriteOutput(h.store, h.safe, begun.journal, i);
-    await finishCompaction(h.store, h.safe, begun.journal, { now });
+    const plan = await selectRewrite(h.store, h.safe, journal);
+    if (!plan) throw new Error('expected work');
+    for (let o = 0; o < plan.outputs.length; o++) await rewriteOutput(h.store, h.safe, plan, o);
+    for (let i = 0; i < journal.shards.length; i++) await shardMaps(h.store, h.safe, journal, plan, i);
+    await finishCompaction(h.store, h.safe, journal, plan, { now });
+    const gen = await new SafeReader(h.store, h.safe).generation();
+    expect(gen?.rps[0]).toMatchObject({ rp: 3, parent: null }); // RP 3 became a synthetic full …
+    expect(gen?.rps[0]?.devices[0]?.parts).toHaveLength(4); // … written as four block-range parts
     const reader = new SafeReader(h.store, h.safe);
     expect(await reader.listRps()).toEqual([3, 4, 5, 6]);
     expect(sha256(await reader.readImage(6, 'd'))).toBe(sha256(img));
