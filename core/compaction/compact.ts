@@ -27,9 +27,7 @@ import { FORMAT_VERSION } from '../format/constants.ts';
 import {
   type BlockMapRef,
   decodeJournal,
-  decodeJson,
   decodeRewritePlan,
-  encodeJson,
   type Generation,
   type GenerationRp,
   type Journal,
@@ -40,6 +38,7 @@ import {
   shardLivenessSchema,
   shardMapsSchema,
 } from '../format/generation.ts';
+import { decodeVersionedJson, encodeJson } from '../format/manifest.ts';
 import {
   compactionWorkKey,
   generationKey,
@@ -235,7 +234,7 @@ export async function selectRewrite(
   let changes = 0;
   for (let i = 0; i < journal.shards.length; i++) {
     const key = compactionWorkKey(safe, g, `live-${i}`);
-    const live = decodeJson(shardLivenessSchema, await store.get(key), key, 'shard liveness');
+    const live = decodeVersionedJson(shardLivenessSchema, await store.get(key), key, 'shard liveness');
     for (const [seg, ranges] of Object.entries(live.segments)) {
       const list = merged.get(seg) ?? [];
       for (const [f, c] of ranges) list.push([f, c]);
@@ -407,14 +406,14 @@ export async function finishCompaction(
     const mk = compactionWorkKey(safe, g, `maps-${i}`);
     const lk = compactionWorkKey(safe, g, `live-${i}`);
     work.push(mk, lk);
-    for (const m of decodeJson(shardMapsSchema, await store.get(mk), mk, 'shard maps').maps) {
+    for (const m of decodeVersionedJson(shardMapsSchema, await store.get(mk), mk, 'shard maps').maps) {
       const devices = byRp.get(m.rp) ?? new Map();
       byRp.set(m.rp, devices);
       devices.set(m.device, [...(devices.get(m.device) ?? []), m]);
       if (m.part && generationOf(m.part.key, safe) === g) mapsWritten++;
       if (m.whole && generationOf(m.whole.key, safe) === g) mapsWritten++;
     }
-    const l = decodeJson(shardLivenessSchema, await store.get(lk), lk, 'shard liveness');
+    const l = decodeVersionedJson(shardLivenessSchema, await store.get(lk), lk, 'shard liveness');
     for (const k of l.oldRefs) oldRefs.add(k);
     for (const x of l.oldSegments) oldSegments.add(x);
     for (const x of Object.keys(l.segments)) live.add(x);

@@ -4,7 +4,7 @@
  * (a rerun after a crash) takes its own lease back at once.
  */
 import { CdpError, NotFoundError } from '../errors.ts';
-import { encodeJson } from '../format/generation.ts';
+import { encodeJson } from '../format/manifest.ts';
 import { lockKey } from '../keys.ts';
 import type { Catalog } from '../ports/catalog.ts';
 import type { ObjectStore } from '../ports/object-store.ts';

@@ -5,7 +5,8 @@
  */
 import { NotFoundError } from '../errors.ts';
 import { FORMAT_VERSION } from '../format/constants.ts';
-import { decodePolicy, encodeJson, type StoredPolicy } from '../format/generation.ts';
+import { decodePolicy, type StoredPolicy } from '../format/generation.ts';
+import { encodeJson } from '../format/manifest.ts';
 import { policyKey } from '../keys.ts';
 import type { ObjectStore } from '../ports/object-store.ts';
 

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { FORMAT_VERSION } from './constants.ts';
-import { ManifestFormatError } from './manifest.ts';
+import { decodeVersionedJson } from './manifest.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const count = z.number().int().nonnegative();
@@ -80,30 +80,8 @@ export const generationSchema = z.object({
 export type Generation = z.infer<typeof generationSchema>;
 export type GenerationRp = Generation['rps'][number];
 
-export function decodeJson<T>(schema: z.ZodType<T>, buf: Uint8Array, where: string, what: string): T {
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.from(buf).toString('utf8'));
-  } catch {
-    throw new ManifestFormatError(`${where}: ${what} is not JSON (truncated?)`);
-  }
-  const v = (json as { version?: unknown })?.version;
-  if (typeof v === 'number' && v !== FORMAT_VERSION)
-    throw new ManifestFormatError(`${where}: ${what} format version ${v} is not supported`);
-  const r = schema.safeParse(json);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new ManifestFormatError(`${where}: invalid ${what} at ${i?.path.join('.')}: ${i?.message}`);
-  }
-  return r.data;
-}
-
-export function encodeJson(v: unknown): Buffer {
-  return Buffer.from(`${JSON.stringify(v, null, 1)}\n`);
-}
-
 export function decodeGeneration(buf: Uint8Array, where: string): Generation {
-  return decodeJson(generationSchema, buf, where, 'generation');
+  return decodeVersionedJson(generationSchema, buf, where, 'generation');
 }
 
 export const policyFileSchema = retentionPolicySchema.extend({
@@ -114,7 +92,7 @@ export const policyFileSchema = retentionPolicySchema.extend({
 export type PolicyFile = z.infer<typeof policyFileSchema>;
 
 export function decodePolicy(buf: Uint8Array, where: string): PolicyFile {
-  return decodeJson(policyFileSchema, buf, where, 'retention policy');
+  return decodeVersionedJson(policyFileSchema, buf, where, 'retention policy');
 }
 
 export const journalSchema = z.object({
@@ -155,7 +133,7 @@ export const rewritePlanSchema = z.object({
 export type RewritePlan = z.infer<typeof rewritePlanSchema>;
 
 export function decodeRewritePlan(buf: Uint8Array, where: string): RewritePlan {
-  return decodeJson(rewritePlanSchema, buf, where, 'rewrite plan');
+  return decodeVersionedJson(rewritePlanSchema, buf, where, 'rewrite plan');
 }
 
 /** A shard's liveness (`live-<i>.json`): frame ranges per segment, and what the old view referenced. */
@@ -187,5 +165,5 @@ export const shardMapsSchema = z.object({
 export type ShardMaps = z.infer<typeof shardMapsSchema>;
 
 export function decodeJournal(buf: Uint8Array, where: string): Journal {
-  return decodeJson(journalSchema, buf, where, 'compaction journal');
+  return decodeVersionedJson(journalSchema, buf, where, 'compaction journal');
 }

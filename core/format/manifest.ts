@@ -45,12 +45,22 @@ export type ManifestDevice = z.infer<typeof manifestDeviceSchema>;
 
 export class ManifestFormatError extends Error {}
 
+/** Every JSON object of the format is written this way: one field per line, a final newline. */
+export function encodeJson(v: unknown): Buffer {
+  return Buffer.from(`${JSON.stringify(v, null, 1)}\n`);
+}
+
 export function encodeManifest(m: Manifest): Buffer {
-  return Buffer.from(`${JSON.stringify(m, null, 1)}\n`);
+  return encodeJson(m);
 }
 
 /** Parses a versioned JSON object of the format: not JSON, another version, or off-schema each get a reason. */
-function decodeVersionedJson<T>(schema: z.ZodType<T>, buf: Uint8Array, where: string, what: string): T {
+export function decodeVersionedJson<T>(
+  schema: z.ZodType<T>,
+  buf: Uint8Array,
+  where: string,
+  what: string,
+): T {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(buf).toString('utf8'));
