@@ -2,7 +2,6 @@ import { CfnOutput, type Duration, RemovalPolicy, Stack, type StackProps } from 
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
-import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import type { StoredPolicy } from '../core/format/generation.ts';
 import { CatalogTable } from './constructs/catalog-table.ts';
@@ -11,7 +10,8 @@ import { Compaction } from './constructs/compaction.ts';
 import { IngestPipeline } from './constructs/ingest-pipeline.ts';
 import { RpoMonitor } from './constructs/rpo-monitor.ts';
 import { SafesBucket } from './constructs/safes-bucket.ts';
-import { DEFAULTS, visibilityTimeoutFor } from './defaults.ts';
+import { workQueue } from './constructs/work-queue.ts';
+import { DEFAULTS } from './defaults.ts';
 
 export interface OffsiteStackProps extends StackProps {
   /**
@@ -108,17 +108,7 @@ export class OffsiteStack extends Stack {
     // gives it, and the local emulator cannot resolve one.
     queryFn.addFunctionUrl({ authType: FunctionUrlAuthType.AWS_IAM });
 
-    const exportDlq = new Queue(this, 'ExportDeadLetterQueue', {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      retentionPeriod: DEFAULTS.dlqRetention,
-    });
-    const exportQueue = new Queue(this, 'ExportQueue', {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      visibilityTimeout: visibilityTimeoutFor(DEFAULTS.exportTimeout),
-      deadLetterQueue: { queue: exportDlq, maxReceiveCount: DEFAULTS.maxReceiveCount },
-    });
+    const { queue: exportQueue } = workQueue(this, 'Export', { consumerTimeout: DEFAULTS.exportTimeout });
     const exportFn = new CdpFunction(this, 'ExportFunction', {
       entry: 'functions/export/handler.ts',
       serviceName: 'cdp-export',

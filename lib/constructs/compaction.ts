@@ -5,11 +5,12 @@ import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
-import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
+import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { StoredPolicy } from '../../core/format/generation.ts';
-import { DEFAULTS, visibilityTimeoutFor } from '../defaults.ts';
+import { DEFAULTS } from '../defaults.ts';
 import { CdpFunction } from './cdp-function.ts';
+import { workQueue } from './work-queue.ts';
 
 export interface CompactionProps {
   readonly bucket: IBucket;
@@ -37,17 +38,9 @@ export class Compaction extends Construct {
 
   constructor(scope: Construct, id: string, props: CompactionProps) {
     super(scope, id);
-    this.deadLetterQueue = new Queue(this, 'DeadLetterQueue', {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      retentionPeriod: DEFAULTS.dlqRetention,
-    });
-    this.queue = new Queue(this, 'Queue', {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      visibilityTimeout: visibilityTimeoutFor(DEFAULTS.compactionTimeout),
-      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: DEFAULTS.maxReceiveCount },
-    });
+    ({ queue: this.queue, deadLetterQueue: this.deadLetterQueue } = workQueue(this, '', {
+      consumerTimeout: DEFAULTS.compactionTimeout,
+    }));
     this.fn = new CdpFunction(this, 'Function', {
       entry: 'functions/compact/handler.ts',
       serviceName: 'cdp-compaction',

@@ -5,9 +5,9 @@ import { SqsQueue } from 'aws-cdk-lib/aws-events-targets';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
-import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
+import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { DEFAULTS, visibilityTimeoutFor } from '../defaults.ts';
+import { workQueue } from './work-queue.ts';
 
 export interface IngestPipelineProps {
   /** The bucket whose Object Created events feed the pipeline (EventBridge must be enabled on it). */
@@ -35,20 +35,7 @@ export class IngestPipeline extends Construct {
 
   constructor(scope: Construct, id: string, props: IngestPipelineProps) {
     super(scope, id);
-    this.deadLetterQueue = new Queue(this, 'DeadLetterQueue', {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      retentionPeriod: DEFAULTS.dlqRetention,
-    });
-    this.queue = new Queue(this, 'Queue', {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      visibilityTimeout: visibilityTimeoutFor(props.consumerTimeout),
-      deadLetterQueue: {
-        queue: this.deadLetterQueue,
-        maxReceiveCount: props.maxReceiveCount ?? DEFAULTS.maxReceiveCount,
-      },
-    });
+    ({ queue: this.queue, deadLetterQueue: this.deadLetterQueue } = workQueue(this, '', props));
     this.rule = new Rule(this, 'ObjectCreated', {
       description: 'Objects created under the safes prefix go to the ingest queue',
       eventPattern: {
