@@ -239,30 +239,38 @@ export class SafeReader {
     for (let r: number | null = rp; r !== null; ) {
       if (seen.has(r)) throw new SafeFormatError(`RP ${rp} has a parent cycle`, { rp });
       seen.add(r);
-      const e = await this.covered(r);
-      const parent: number | null = e ? e.parent : (await this.manifest(r)).parent;
-      const d = e
-        ? e.devices.find((x) => x.id === device)
-        : (await this.manifest(r)).devices.find((x) => x.id === device);
-      if (!d) {
-        if (r === rp)
-          throw new NotFoundError(`device ${device} in RP ${rp}`, { safe: this.safe, rp, device });
-        // the device first appears in the RP after this one: that map is its full
-        chain[0] = { ...chain[0]!, full: true };
-        break;
-      }
-      const g = e ? (d as GenerationRp['devices'][number]) : undefined;
-      const full = g ? g.full : parent === null;
-      const refs = g
-        ? g.parts
-          ? g.parts.map((p) => p.blockMap)
-          : [g.blockMap!]
-        : [{ ...(d as { blockMap: BlockMapRef }).blockMap, key: blockMapKey(this.safe, r, device) }];
-      chain.unshift({ rp: r, full, refs, ranges: g?.parts?.map((p) => [p.first, p.end] as const) });
-      if (full) break;
-      r = parent;
+      const own = await this.link(r, device);
+      if (!own) throw new NotFoundError(`device ${device} in RP ${rp}`, { safe: this.safe, rp, device });
+      chain.unshift(own.link);
+      r = own.parent;
     }
     return chain;
+  }
+
+  /**
+   * The map of `device` in `rp` itself (no walk), and the RP it is a delta over (null for a full
+   * map: a generation's full, the first RP, or the first RP that holds the device).
+   */
+  async link(rp: number, device: string): Promise<{ link: ChainLink; parent: number | null } | undefined> {
+    const e = await this.covered(rp);
+    if (e) {
+      const g = e.devices.find((x) => x.id === device);
+      if (!g) return undefined;
+      const refs = g.parts ? g.parts.map((p) => p.blockMap) : [g.blockMap!];
+      const ranges = g.parts?.map((p) => [p.first, p.end] as const);
+      return { link: { rp, full: g.full, refs, ranges }, parent: g.full ? null : e.parent };
+    }
+    const m = await this.manifest(rp);
+    const d = m.devices.find((x) => x.id === device);
+    if (!d) return undefined;
+    const full = m.parent === null || !(await this.holds(m.parent, device));
+    const refs = [{ ...d.blockMap, key: blockMapKey(this.safe, rp, device) }];
+    return { link: { rp, full, refs }, parent: full ? null : m.parent };
+  }
+
+  private async holds(rp: number, device: string): Promise<boolean> {
+    const e = await this.covered(rp);
+    return (e ? e.devices : (await this.manifest(rp)).devices).some((x) => x.id === device);
   }
 
   /** The device's complete map at `rp`: the full map with every later delta laid over it. */

@@ -47,6 +47,7 @@ import {
   generationWorkPrefix,
   journalKey,
   manifestKey,
+  parseKey,
   segmentKey,
 } from '../keys.ts';
 import type { ObjectStore } from '../ports/object-store.ts';
@@ -410,8 +411,8 @@ export async function finishCompaction(
       const devices = byRp.get(m.rp) ?? new Map();
       byRp.set(m.rp, devices);
       devices.set(m.device, [...(devices.get(m.device) ?? []), m]);
-      if (m.part && generationOf(m.part.key, safe) === g) mapsWritten++;
-      if (m.whole && generationOf(m.whole.key, safe) === g) mapsWritten++;
+      const ref = m.part ?? m.whole;
+      if (ref && writtenBy(ref.key, g)) mapsWritten++;
     }
     const l = decodeVersionedJson(shardLivenessSchema, await store.get(lk), lk, 'shard liveness');
     for (const k of l.oldRefs) oldRefs.add(k);
@@ -496,9 +497,10 @@ export async function finishCompaction(
   return resultOf(gen, journal, journal.deleted.length, t0);
 }
 
-function generationOf(key: string, safe: string): number | undefined {
-  const m = new RegExp(`^safes/${safe}/gen/([0-9]{10})/`).exec(key);
-  return m ? Number(m[1]) : undefined;
+/** Whether a map key is one generation `g` wrote (not one it reuses). */
+function writtenBy(key: string, g: number): boolean {
+  const k = parseKey(key);
+  return k.kind === 'generation-map' && k.generation === g;
 }
 
 function resultOf(gen: Generation, journal: Journal, garbageDeleted: number, t0: number): CompactionResult {

@@ -13,7 +13,7 @@ import { mapLimit } from '../concurrency.ts';
 import type { Extent } from '../format/block-map.ts';
 import type { BlockMapRef, Generation, StoredPolicy } from '../format/generation.ts';
 import { planRetention } from '../retention.ts';
-import type { ChainLink, SafeReader } from '../safe-reader.ts';
+import type { SafeReader } from '../safe-reader.ts';
 import { apply, dataOnly, diff } from './extent-diff.ts';
 import { type FrameRanges, frameCount, type SparseSegment } from './rewrite-segments.ts';
 
@@ -171,7 +171,7 @@ export async function planShard(
       prevKept = undefined;
       continue;
     }
-    const link = (await reader.chain(r.rp, shard.device)).at(-1) as ChainLink;
+    const { link } = (await reader.link(r.rp, shard.device))!;
     for (const ref of link.refs) oldRefs.add(ref.key);
     const whole = await reader.blockMap(link, shard.device);
     const extents = clip(whole.extents, shard.first, shard.end);
