@@ -166,6 +166,8 @@ export async function beginCompaction(
     rewriteBelow: s.rewriteBelow ?? COMPACTION_DEFAULTS.rewriteBelow,
     deleted: gc.deleted.slice(),
     shards: shardsOf(view, s.shardBlocks ?? COMPACTION_DEFAULTS.shardBlocks),
+    kept: view.kept.map((k) => ({ ...k })),
+    expired: view.expired.slice(),
   };
   if (!(await store.putIfAbsent(journalKey(safe, g), encodeJson(journal))))
     throw new ConflictError(`compaction journal of generation ${g}`, { safe });
@@ -245,11 +247,9 @@ export async function selectRewrite(
     changes += live.changes;
   }
   for (const [seg, list] of merged) merged.set(seg, mergeRanges(list));
-  const reader = new SafeReader(store, safe);
-  const view = await viewOf(reader, journal);
-  const sparse = await findSparse(reader, merged, journal.rewriteBelow);
+  const sparse = await findSparse(new SafeReader(store, safe), merged, journal.rewriteBelow);
   const dead = [...oldSegments].filter((x) => !merged.has(x));
-  if (view.expired.length === 0 && sparse.length === 0 && changes === 0 && dead.length === 0)
+  if (journal.expired.length === 0 && sparse.length === 0 && changes === 0 && dead.length === 0)
     return undefined;
   const outputs = planRewrite(safe, sparse, segmentBytes);
   const plan: RewritePlan = {
@@ -375,8 +375,7 @@ export async function finishCompaction(
   const now = s.now ?? (() => new Date());
   const g = journal.generation;
   const reader = new SafeReader(store, safe);
-  const view = await viewOf(reader, journal);
-  const old = view.old;
+  const old = await reader.generation();
   if ((old?.generation ?? 0) >= g) {
     if (old?.generation === g) return resultOf(old, journal, 0, t0); // a duplicate finisher: already done
     throw new ConflictError(`generation ${g}`, { safe });
@@ -419,7 +418,7 @@ export async function finishCompaction(
     for (const x of l.oldSegments) oldSegments.add(x);
     for (const x of Object.keys(l.segments)) live.add(x);
   }
-  const rps: GenerationRp[] = view.kept.map((k) => ({
+  const rps: GenerationRp[] = journal.kept.map((k) => ({
     rp: k.rp,
     createdAt: k.createdAt,
     parent: k.parent,
@@ -458,7 +457,7 @@ export async function finishCompaction(
   const add = (key: string): void => {
     if (!garbage.has(key) && !newRefs.has(key)) garbage.set(key, since);
   };
-  for (const rp of view.expired) add(manifestKey(safe, rp));
+  for (const rp of journal.expired) add(manifestKey(safe, rp));
   for (const k of oldRefs) add(k);
   for (const x of oldSegments) add(segmentKey(safe, x));
   if (old) add(generationKey(safe, old.generation));
@@ -470,7 +469,7 @@ export async function finishCompaction(
     generation: g,
     previous: old?.generation ?? null,
     createdAt: since,
-    upTo: view.upTo,
+    upTo: journal.upTo,
     maxDeltas: journal.maxDeltas,
     policy: journal.policy,
     rps,
@@ -478,7 +477,7 @@ export async function finishCompaction(
     written,
     garbage: [...garbage].map(([key, at]) => ({ key, since: at })),
     stats: {
-      expired: view.expired.slice(),
+      expired: journal.expired.slice(),
       mapsWritten,
       segmentsRewritten: plan.outputs.reduce((n, o) => n + o.sources.length, 0),
       bytesRewritten: written.reduce((n, w) => n + w.bytes, 0),
@@ -491,7 +490,7 @@ export async function finishCompaction(
     throw new ConflictError(`generation ${g}`, { safe });
   }
   s.log?.(
-    `generation ${g}: kept ${rps.length} RPs, merged ${view.expired.length}, wrote ${mapsWritten} maps over ` +
+    `generation ${g}: kept ${rps.length} RPs, merged ${journal.expired.length}, wrote ${mapsWritten} maps over ` +
       `${journal.shards.length} shards, rewrote ${gen.stats.segmentsRewritten} segments into ${written.length}`,
   );
   return resultOf(gen, journal, journal.deleted.length, t0);

@@ -110,6 +110,15 @@ export const journalSchema = z.object({
   deleted: z.array(z.string()),
   /** Block-range shards the planning and map writing are split into. */
   shards: z.array(z.object({ device: z.string(), first: count, end: count })),
+  /** Retention's verdict: the RPs kept (with their parent in the new generation) and those merged. */
+  kept: z.array(
+    z.object({
+      rp: z.number().int().positive(),
+      createdAt: z.string(),
+      parent: z.number().int().positive().nullable(),
+    }),
+  ),
+  expired: z.array(z.number().int().positive()),
 });
 export type Journal = z.infer<typeof journalSchema>;
 
