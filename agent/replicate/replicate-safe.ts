@@ -85,7 +85,14 @@ async function copyObject(
 export async function pendingOf(
   src: SafeReader,
   dst: ObjectStore,
-): Promise<{ rps: number[]; bytes: number; newestSource: number | null; newestDestination: number | null }> {
+): Promise<{
+  rps: number[];
+  bytes: number;
+  newestSource: number | null;
+  newestDestination: number | null;
+  /** The RPs the destination has. */
+  have: Set<number>;
+}> {
   const have = new Set(await new SafeReader(dst, src.safe).listRps());
   const all = await src.listRps();
   const rps = all.filter((rp) => !have.has(rp));
@@ -100,6 +107,7 @@ export async function pendingOf(
     bytes,
     newestSource: all.at(-1) ?? null,
     newestDestination: [...have].sort((a, b) => a - b).at(-1) ?? null,
+    have,
   };
 }
 
@@ -141,7 +149,7 @@ export async function replicateSafe(
     progress(n);
   };
   const copiedRps: number[] = [];
-  const present = new Set(await new SafeReader(dst, safe).listRps());
+  const present = new Set(pending.have);
   for (const rp of pending.rps) {
     const m = await reader.manifest(rp);
     if (m.parent !== null && !present.has(m.parent)) {
