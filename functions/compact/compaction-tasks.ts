@@ -111,6 +111,25 @@ function lease(deps: CompactionDeps, safe: string, owner: string): CatalogLease 
 
 type Staged = Exclude<CompactionTask, { action: 'compact' }>;
 
+/** The next stage's tasks: run in place when there are few (`inline`), else queued. */
+async function fanOut(
+  deps: CompactionDeps,
+  store: ObjectStore,
+  journal: Journal,
+  l: CatalogLease,
+  from: string,
+  tasks: Staged[],
+): Promise<TaskOutcome> {
+  if (tasks.length <= deps.inline) {
+    let last: TaskOutcome | undefined;
+    for (const t of tasks) last = await advance(deps, store, journal, t, l);
+    return last!;
+  }
+  await deps.send(tasks);
+  const { safe, generation, action } = tasks[0]!;
+  return { outcome: 'stage', safe, generation, action: from, next: `${tasks.length} ${action} tasks` };
+}
+
 /** Runs stages from `task` on: in place while a stage has few units, else fanned out as tasks. */
 async function advance(
   deps: CompactionDeps,
@@ -122,21 +141,7 @@ async function advance(
   const { safe } = task;
   const g = journal.generation;
   const shards = journal.shards.length;
-  const fan = async (tasks: Staged[]): Promise<TaskOutcome> => {
-    if (tasks.length <= deps.inline) {
-      let last: TaskOutcome | undefined;
-      for (const t of tasks) last = await advance(deps, store, journal, t, l);
-      return last!;
-    }
-    await deps.send(tasks);
-    return {
-      outcome: 'stage',
-      safe,
-      generation: g,
-      action: task.action,
-      next: `${tasks.length} ${tasks[0]!.action} tasks`,
-    };
-  };
+  const fan = (tasks: Staged[]): Promise<TaskOutcome> => fanOut(deps, store, journal, l, task.action, tasks);
   switch (task.action) {
     case 'liveness':
       await shardLiveness(store, safe, journal, task.shard);
@@ -209,26 +214,13 @@ export async function handleCompactionTask(deps: CompactionDeps, task: Compactio
         return { outcome: 'nothing', safe, garbageDeleted: begun.garbageDeleted };
       }
       const { journal } = begun;
-      const g = journal.generation;
-      const first: Staged[] = journal.shards.map((_, shard) => ({
+      const liveness: Staged[] = journal.shards.map((_, shard) => ({
         action: 'liveness',
         safe,
-        generation: g,
+        generation: journal.generation,
         shard,
       }));
-      if (first.length <= deps.inline) {
-        let last: TaskOutcome | undefined;
-        for (const t of first) last = await advance(deps, store, journal, t, l);
-        return last!;
-      }
-      await deps.send(first);
-      return {
-        outcome: 'stage',
-        safe,
-        generation: g,
-        action: 'compact',
-        next: `${first.length} liveness tasks`,
-      };
+      return await fanOut(deps, store, journal, l, 'compact', liveness);
     } catch (e) {
       await l.release().catch(() => undefined);
       throw e;
