@@ -215,10 +215,16 @@ async function allPresent(store: ObjectStore, keys: readonly string[]): Promise<
   return heads.every((h) => h !== undefined);
 }
 
-export function livenessDone(store: ObjectStore, safe: string, journal: Journal): Promise<boolean> {
+/** Whether every shard has written its `live` (liveness) or `maps` output. */
+export function shardsDone(
+  store: ObjectStore,
+  safe: string,
+  journal: Journal,
+  stage: 'live' | 'maps',
+): Promise<boolean> {
   return allPresent(
     store,
-    journal.shards.map((_, i) => compactionWorkKey(safe, journal.generation, `live-${i}`)),
+    journal.shards.map((_, i) => compactionWorkKey(safe, journal.generation, `${stage}-${i}`)),
   );
 }
 
@@ -354,13 +360,6 @@ export async function shardMaps(
     out.maps.push(wholeShard ? { ...base, whole: ref } : { ...base, part: ref });
   }
   await store.put(key, encodeJson(out));
-}
-
-export function mapsDone(store: ObjectStore, safe: string, journal: Journal): Promise<boolean> {
-  return allPresent(
-    store,
-    journal.shards.map((_, i) => compactionWorkKey(safe, journal.generation, `maps-${i}`)),
-  );
 }
 
 /** Stage finish: assemble the generation from the shards' maps and commit it. */

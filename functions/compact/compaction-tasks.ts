@@ -24,8 +24,6 @@ import {
   type CompactionResult,
   cleanUpAttempt,
   finishCompaction,
-  livenessDone,
-  mapsDone,
   readJournal,
   readRewritePlan,
   rewriteOutput,
@@ -33,6 +31,7 @@ import {
   selectRewrite,
   shardLiveness,
   shardMaps,
+  shardsDone,
 } from '#core/compaction/compact.ts';
 import { CatalogLease, LeaseBusyError } from '#core/compaction/lease.ts';
 import { readPolicy } from '#core/compaction/policy.ts';
@@ -145,7 +144,7 @@ async function advance(
   switch (task.action) {
     case 'liveness':
       await shardLiveness(store, safe, journal, task.shard);
-      if (!(await livenessDone(store, safe, journal)))
+      if (!(await shardsDone(store, safe, journal, 'live')))
         return { outcome: 'stage', safe, generation: g, action: 'liveness' };
       return fan([{ action: 'select', safe, generation: g }]);
     case 'select': {
@@ -168,7 +167,7 @@ async function advance(
     }
     case 'maps': {
       await shardMaps(store, safe, journal, await readRewritePlan(store, safe, g), task.shard);
-      if (!(await mapsDone(store, safe, journal)))
+      if (!(await shardsDone(store, safe, journal, 'maps')))
         return { outcome: 'stage', safe, generation: g, action: 'maps' };
       return fan([{ action: 'finish', safe, generation: g }]);
     }
