@@ -157,31 +157,19 @@ try {
   const restoreFn = d.outputs[OUTPUTS.restoreFunction]!;
   const restored = `${work}/restored.img`;
   const restoreEnv = { ...env, AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint };
+  /** `cdp-agent restore --remote`: the device at `rp` through the restore Lambda, into `to`. */
+  const restoreVia = (rp: string, to: string): Promise<string> =>
+    agent(
+      ['restore', '--safe', safe, '--device', 'disk.img', '--rp', rp, '--to', to, '--remote', restoreFn],
+      restoreEnv,
+    );
   say(
     `\n5. restore through the restore Lambda (plan + presigned URLs): cdp-agent restore --remote ${restoreFn}`,
   );
-  const r1 = await agent(
-    ['restore', '--safe', safe, '--device', 'disk.img', '--rp', '1', '--to', restored, '--remote', restoreFn],
-    restoreEnv,
-  );
+  const r1 = await restoreVia('1', restored);
   const v1 = sha(readFileSync(restored)) === rp1Hash;
   say(`   ${r1.trim()}\n   RP 1 ${v1 ? 'matches' : 'DIFFERS FROM'} the image byte for byte`);
-  const r2 = await agent(
-    [
-      'restore',
-      '--safe',
-      safe,
-      '--device',
-      'disk.img',
-      '--rp',
-      'latest',
-      '--to',
-      restored,
-      '--remote',
-      restoreFn,
-    ],
-    restoreEnv,
-  );
+  const r2 = await restoreVia('latest', restored);
   const v2 = sha(readFileSync(restored)) === rp2Hash;
   say(
     `   ${r2.trim()}\n   RP 2 (delta restore over RP 1) ${v2 ? 'matches' : 'DIFFERS FROM'} the image byte for byte`,
@@ -216,43 +204,13 @@ try {
   const retained: { rp: number; ok: boolean }[] = [];
   for (const rp of [1, 3, 4]) {
     const to = `${work}/retained-${rp}.img`;
-    await agent(
-      [
-        'restore',
-        '--safe',
-        safe,
-        '--device',
-        'disk.img',
-        '--rp',
-        String(rp),
-        '--to',
-        to,
-        '--remote',
-        restoreFn,
-      ],
-      restoreEnv,
-    );
+    await restoreVia(String(rp), to);
     retained.push({ rp, ok: sha(readFileSync(to)) === hashes[rp - 1] });
   }
   say(
     `   restored every retained RP through the restore Lambda: ${retained.map((r) => `RP ${r.rp} ${r.ok ? 'matches' : 'DIFFERS'}`).join(', ')}`,
   );
-  const refused = await agent(
-    [
-      'restore',
-      '--safe',
-      safe,
-      '--device',
-      'disk.img',
-      '--rp',
-      '2',
-      '--to',
-      `${work}/expired.img`,
-      '--remote',
-      restoreFn,
-    ],
-    restoreEnv,
-  ).then(
+  const refused = await restoreVia('2', `${work}/expired.img`).then(
     () => 'restored (WRONG: it expired)',
     (e: Error) => e.message.split('\n').find((l) => l.includes('expired')) ?? e.message,
   );
