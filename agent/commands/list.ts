@@ -64,10 +64,6 @@ export async function listSafe(safeArg: string): Promise<Listing> {
   };
 }
 
-export async function listRecoveryPoints(safeArg: string): Promise<ListedRp[]> {
-  return (await listSafe(safeArg)).recoveryPoints;
-}
-
 export async function listCommand(o: ListOptions): Promise<number> {
   const { recoveryPoints: rps, generation } = await listSafe(o.safe);
   if (o.json) {

@@ -89,9 +89,8 @@ export const policyFileSchema = retentionPolicySchema.extend({
   version: z.literal(FORMAT_VERSION),
   safe: z.string(),
 });
-export type PolicyFile = z.infer<typeof policyFileSchema>;
 
-export function decodePolicy(buf: Uint8Array, where: string): PolicyFile {
+export function decodePolicy(buf: Uint8Array, where: string): z.infer<typeof policyFileSchema> {
   return decodeVersionedJson(policyFileSchema, buf, where, 'retention policy');
 }
 
