@@ -34,6 +34,7 @@ let root: string;
 let env: Record<string, string>;
 let safe: string;
 let keyFile: string;
+let catalog: DynamoDbCatalog;
 const images: Buffer[] = [];
 
 beforeAll(async () => {
@@ -56,6 +57,7 @@ beforeAll(async () => {
     }),
   );
   fns = await startLocalFunctions(d);
+  catalog = new DynamoDbCatalog(DynamoDBDocumentClient.from(cloud.clients.ddb), d.outputs[OUTPUTS.table]!);
   invoke = await fns.serveInvoke();
   root = mkdtempSync(join(tmpdir(), 'compaction-it-'));
   env = { ...cloudEnv(cloud.profile), AWS_ENDPOINT_URL_LAMBDA: invoke.endpoint };
@@ -125,10 +127,6 @@ describe('compaction function', () => {
     })) as { safes: number };
     expect(r.safes).toBeGreaterThanOrEqual(1);
     await fns.drain(); // the default policy keeps these five RPs: nothing expires
-    const catalog = new DynamoDbCatalog(
-      DynamoDBDocumentClient.from(cloud.clients.ddb),
-      d.outputs[OUTPUTS.table]!,
-    );
     expect((await catalog.listRps(SAFE)).map((x) => x.state)).toEqual(Array(5).fill('committed'));
   });
 
@@ -144,10 +142,6 @@ describe('compaction function', () => {
     );
     const batches = await fns.drain();
     expect(batches.filter((b) => b.error || b.retried > 0)).toEqual([]);
-    const catalog = new DynamoDbCatalog(
-      DynamoDBDocumentClient.from(cloud.clients.ddb),
-      d.outputs[OUTPUTS.table]!,
-    );
     expect(await catalog.getSafe(SAFE)).toMatchObject({ generation: 1, compactedUpTo: 5, committedRps: 3 });
     expect((await catalog.getRp(SAFE, 1))?.state).toBe('expired');
     expect((await catalog.getRp(SAFE, 3))?.state).toBe('expired');
