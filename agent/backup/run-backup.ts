@@ -27,10 +27,11 @@ import { CtsReader, CtsWriter } from '../state/change-tracking.ts';
 import { DedupIndex } from '../state/dedup-index.ts';
 import { listSegments, rebuildChangeTracking, rebuildDedupIndex } from '../state/rebuild.ts';
 import { UncommittedSegments } from '../state/uncommitted.ts';
+import { WorkerPool } from '../worker-pool.ts';
 import { chunksTouched, loadChangedList } from './changed-list.ts';
 import { DeviceError, type DeviceSpec, deviceSize, openDevice, readFully } from './device.ts';
 import type { RateLimiter } from './rate-limiter.ts';
-import { ScanPool } from './scan-pool.ts';
+import type { ScanRequest, ScanResult, ScanSettings } from './scan-worker.ts';
 import { SegmentPacker } from './segment-packer.ts';
 
 export class SafeAccessError extends CdpError {
@@ -302,8 +303,17 @@ async function scanDevice(
   const chunk = Math.max(CHUNK, bs);
   // every chunk buffer can hold a chunk's frames: workers return the frames in another one (a swap)
   const bufferBytes = framesRoom(chunk, chunk / bs, bs);
-  const pool = new ScanPool(
-    { blockSize: bs, bufferBytes, idKey: keys?.idKey, dataKey: keys?.dataKey, zstdLevel: 1 },
+  const settings: ScanSettings = {
+    blockSize: bs,
+    bufferBytes,
+    idKey: keys?.idKey,
+    dataKey: keys?.dataKey,
+    zstdLevel: 1,
+  };
+  const pool = new WorkerPool<ScanRequest, ScanResult>(
+    './scan-worker',
+    import.meta.url,
+    settings,
     input.workers ?? undefined,
   );
   const h = await openDevice(run.spec.path);
@@ -328,7 +338,11 @@ async function scanDevice(
         throw new DeviceError(run.spec.path, `shrank while being read (short read at ${c * chunk})`);
       const firstBlock = (c * chunk) / bs;
       const old = run.old ? await run.old.read(firstBlock, Math.ceil(length / bs)) : null;
-      return { firstBlock, length, result: pool.submit({ id: c, buf, length, old }) };
+      return {
+        firstBlock,
+        length,
+        result: pool.submit({ id: c, buf, length, old }, old ? [buf, old] : [buf]),
+      };
     };
     const inflight: ReturnType<typeof submit>[] = [];
     const handle = async (p: ReturnType<typeof submit>) => {

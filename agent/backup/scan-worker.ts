@@ -4,12 +4,11 @@
  * as frames (zstd, optional AES-256-GCM). Runs off the main thread so hashing and compression of
  * several chunks proceed in parallel with reads and uploads.
  */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockIdentity } from '#core/format/crypto.ts';
 import { encodeFrameInto } from '#core/format/frame.ts';
 import { ZstdEncoder } from '#core/format/zstd-encoder.ts';
+import { youngGc } from '../young-gc.ts';
 
 export interface ScanSettings {
   readonly blockSize: number;
@@ -69,11 +68,6 @@ const encoder = new ZstdEncoder(settings.zstdLevel, bs);
  * under a millisecond, the chunk several.
  */
 const collectYoung = dataKey ? youngGc() : undefined;
-function youngGc(): () => void {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as (o: { type: 'minor'; execution: 'sync' }) => void;
-  return () => gc({ type: 'minor', execution: 'sync' });
-}
 /** Where the next chunk's frames go; swapped with each request's buffer. */
 let spare = new ArrayBuffer(settings.bufferBytes);
 

@@ -1,26 +1,32 @@
-/** A fixed pool of scan workers; each request goes to the worker with the fewest in flight. */
+/**
+ * A fixed pool of worker threads answering requests by id; each request goes to the worker with
+ * the fewest in flight. The backup's scan workers and the restore's decode workers use it.
+ */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { ScanRequest, ScanResult, ScanSettings } from './scan-worker.ts';
 
 interface Slot {
   readonly worker: Worker;
   inFlight: number;
 }
 
-export class ScanPool {
+export class WorkerPool<Req extends { readonly id: number }, Res extends { readonly id: number }> {
   private readonly slots: Slot[];
-  private readonly pending = new Map<number, { resolve(r: ScanResult): void; reject(e: Error): void }>();
+  private readonly pending = new Map<number, { resolve(r: Res): void; reject(e: Error): void }>();
   private failed: Error | undefined;
+  private readonly name: string;
 
-  constructor(settings: ScanSettings, size = Math.max(1, availableParallelism())) {
+  /**
+   * `entry`: the worker's module next to the calling module, without extension (`.ts` from the
+   * sources, `.mjs` in the built agent); `from`: the caller's import.meta.url.
+   */
+  constructor(entry: string, from: string, workerData: unknown, size = Math.max(1, availableParallelism())) {
+    this.name = entry;
+    const url = new URL(`${entry}${from.endsWith('.ts') ? '.ts' : '.mjs'}`, from);
     this.slots = Array.from({ length: size }, () => {
-      const worker = new Worker(
-        new URL(import.meta.url.endsWith('.ts') ? './scan-worker.ts' : './scan-worker.mjs', import.meta.url),
-        { workerData: settings },
-      );
+      const worker = new Worker(url, { workerData });
       const slot: Slot = { worker, inFlight: 0 };
-      worker.on('message', (r: ScanResult) => {
+      worker.on('message', (r: Res) => {
         slot.inFlight--;
         const p = this.pending.get(r.id);
         this.pending.delete(r.id);
@@ -28,7 +34,7 @@ export class ScanPool {
       });
       worker.on('error', (e) => this.fail(e));
       worker.on('exit', (code) => {
-        if (code !== 0) this.fail(new Error(`scan worker exited with code ${code}`));
+        if (code !== 0) this.fail(new Error(`${this.name} worker exited with code ${code}`));
       });
       return slot;
     });
@@ -44,13 +50,13 @@ export class ScanPool {
     this.pending.clear();
   }
 
-  submit(req: ScanRequest): Promise<ScanResult> {
+  /** Sends `req` to a worker, moving the `transfer` buffers to it. */
+  submit(req: Req, transfer: ArrayBuffer[]): Promise<Res> {
     if (this.failed) return Promise.reject(this.failed);
     const slot = this.slots.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     slot.inFlight++;
     return new Promise((resolve, reject) => {
       this.pending.set(req.id, { resolve, reject });
-      const transfer = req.old ? [req.buf, req.old] : [req.buf];
       slot.worker.postMessage(req, transfer);
     });
   }
