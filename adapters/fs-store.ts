@@ -16,6 +16,7 @@ import {
   unlink,
 } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
+import { viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
@@ -59,7 +60,7 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     let h: FileHandle;
     try {
       h = await open(this.path(key), 'r');
@@ -68,7 +69,7 @@ export class FsObjectStore implements ObjectStore {
       throw e;
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into ? viewOf(into, length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const { bytesRead } = await h.read(buf, got, length - got, offset + got);

@@ -25,6 +25,7 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { readStreamInto, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
@@ -92,11 +93,13 @@ export class S3ObjectStore implements ObjectStore {
     return this.safePrefix + objectKey.slice(this.base.length);
   }
 
-  private async getBody(key: string, range?: string): Promise<Buffer> {
+  /** The object's bytes (or a range of them); with `into`, copied into it as they arrive. */
+  private async getBody(key: string, range?: string, into?: Buffer): Promise<Buffer> {
     try {
       const r = await this.s3.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: range }),
       );
+      if (into) return await readStreamInto(r.Body as AsyncIterable<Uint8Array>, into, `${key} ${range}`);
       return Buffer.from(await r.Body!.transformToByteArray());
     } catch (e) {
       if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
@@ -108,8 +111,8 @@ export class S3ObjectStore implements ObjectStore {
     return this.getBody(key);
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    const b = await this.getBody(key, `bytes=${offset}-${offset + length - 1}`);
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    const b = await this.getBody(key, `bytes=${offset}-${offset + length - 1}`, into && viewOf(into, length));
     if (b.length !== length) throw new Error(`${key}: range ${offset}+${length} returned ${b.length} bytes`);
     return b;
   }

@@ -51,9 +51,9 @@ export class CountingStore implements ObjectStore {
     this.n('GET');
     return this.inner.get(key);
   }
-  getRange(key: string, o: number, l: number): Promise<Buffer> {
+  getRange(key: string, o: number, l: number, into?: Uint8Array): Promise<Buffer> {
     this.n('GET');
-    return this.inner.getRange(key, o, l);
+    return this.inner.getRange(key, o, l, into);
   }
   head(key: string): Promise<ObjectInfo | undefined> {
     this.n('HEAD');

@@ -1,5 +1,5 @@
 /**
- * Builds the shipped agent: one ESM bundle for the CLI and one for its scan worker, in
+ * Builds the shipped agent: one ESM bundle for the CLI and one for each of its worker threads (backup scan, restore decode), in
  * dist/agent/ (run by `npm ci` through `prepare`, and by `npm run build:agent`). The bundle starts
  * faster and uses less memory than running the TypeScript sources, which stay the development entry.
  */
@@ -13,6 +13,7 @@ export async function buildAgent(outdir = `${root}dist/agent`): Promise<string> 
     entryPoints: {
       'cdp-agent': `${root}agent/bin/cdp-agent.ts`,
       'scan-worker': `${root}agent/backup/scan-worker.ts`,
+      'decode-worker': `${root}agent/restore/decode-worker.ts`,
     },
     outdir,
     bundle: true,

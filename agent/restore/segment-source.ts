@@ -4,6 +4,7 @@
  * restoring host then needs no read access to the bucket).
  */
 
+import { readStreamInto, viewOf } from '#core/bytes.ts';
 import {
   parseSegmentIndex,
   parseSegmentTrailer,
@@ -17,7 +18,8 @@ import type { SafeReader } from '#core/safe-reader.ts';
 export interface SegmentSource {
   /** Bytes read so far (ranges and footers). */
   readonly fetchedBytes: number;
-  range(segment: string, offset: number, length: number): Promise<Buffer>;
+  /** `length` bytes at `offset` of the segment; read into `into` when given (at least `length` bytes). */
+  range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   /** The segment's footer index (for delta restore). */
   entries(segment: string): Promise<SegmentEntry[]>;
 }
@@ -33,8 +35,8 @@ export class StoreSource implements SegmentSource {
   get fetchedBytes(): number {
     return this.counter.bytes;
   }
-  range(segment: string, offset: number, length: number): Promise<Buffer> {
-    return this.reader.store.getRange(segmentKey(this.reader.safe, segment), offset, length);
+  range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    return this.reader.store.getRange(segmentKey(this.reader.safe, segment), offset, length, into);
   }
   entries(segment: string): Promise<SegmentEntry[]> {
     return this.reader.segmentEntries(segment);
@@ -52,7 +54,7 @@ export class UrlSource implements SegmentSource {
     this.urlOf = urlOf;
   }
 
-  private async get(segment: string, range: string): Promise<Buffer> {
+  private async get(segment: string, range: string, into?: Buffer): Promise<Buffer> {
     let last: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
@@ -62,7 +64,10 @@ export class UrlSource implements SegmentSource {
           signal: AbortSignal.timeout(120_000),
         });
         if (res.status === 206 || res.status === 200) {
-          const b = Buffer.from(await res.arrayBuffer());
+          const b =
+            into && res.body
+              ? await readStreamInto(res.body, into, `segment ${segment} ${range}`)
+              : Buffer.from(await res.arrayBuffer());
           this.fetchedBytes += b.length;
           return b;
         }
@@ -76,8 +81,8 @@ export class UrlSource implements SegmentSource {
     throw last instanceof Error ? last : new UrlFetchError(String(last));
   }
 
-  async range(segment: string, offset: number, length: number): Promise<Buffer> {
-    const b = await this.get(segment, `bytes=${offset}-${offset + length - 1}`);
+  async range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    const b = await this.get(segment, `bytes=${offset}-${offset + length - 1}`, into && viewOf(into, length));
     if (b.length !== length) {
       throw new UrlFetchError(
         `segment ${segment}: asked ${length} bytes at ${offset}, got ${b.length} (truncated?)`,
@@ -116,8 +121,8 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
       counter.bytes += b.length;
       return b;
     },
-    getRange: async (k, o, l) => {
-      const b = await store.getRange(k, o, l);
+    getRange: async (k, o, l, into) => {
+      const b = await store.getRange(k, o, l, into);
       counter.bytes += b.length;
       return b;
     },

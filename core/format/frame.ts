@@ -14,6 +14,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { blockIdentity, IDENTITY_BYTES } from './crypto.ts';
+import { ZstdDecodeError, type ZstdDecoder } from './zstd-decoder.ts';
 import { type ZstdEncoder, zstdBound } from './zstd-encoder.ts';
 
 export const FRAME_HEADER_BYTES = 44;
@@ -216,4 +217,42 @@ export function decodeFrame(
     throw new FrameError(`zstd payload does not decode: ${(e as Error).message}`);
   }
   return { plain: checkPlain(h, plain, opts.idKey), frameLength, header: h };
+}
+
+/**
+ * Decodes the frame at `offset` of `buf` straight into `out` at `outOffset`, where the block must
+ * be `plainLength` bytes, and checks its identity: the allocation-free path of the restore's
+ * decode workers (decodeFrame's checks, with a reusable decompression context). Returns the
+ * frame's total length.
+ */
+export function decodeFrameInto(
+  buf: Uint8Array,
+  offset: number,
+  out: Buffer,
+  outOffset: number,
+  plainLength: number,
+  decoder: ZstdDecoder,
+  opts: DecodeOptions = {},
+): number {
+  const { header: h, body, frameLength } = openFrame(buf, offset, opts);
+  if (h.plainLength !== plainLength)
+    throw new FrameError(
+      `block length ${h.plainLength} in the header, the device's block here is ${plainLength}`,
+    );
+  if (out.length - outOffset < plainLength) throw new RangeError('frame output room too small');
+  if (h.codec === CODEC_ZSTD) {
+    try {
+      decoder.decodeInto(body, out, outOffset, plainLength);
+    } catch (e) {
+      if (e instanceof ZstdDecodeError) throw new FrameError(`zstd payload does not decode: ${e.message}`);
+      throw e;
+    }
+  } else {
+    if (body.length !== plainLength)
+      throw new FrameError(`block length ${body.length}, header says ${plainLength}`);
+    body.copy(out, outOffset);
+  }
+  if (!blockIdentity(out.subarray(outOffset, outOffset + plainLength), opts.idKey).equals(h.identity))
+    throw new FrameError('checksum mismatch');
+  return frameLength;
 }

@@ -4,6 +4,8 @@
  *
  * Contract (test/contract/object-store.contract.ts runs it against every adapter):
  * - `get`, `getRange`: NotFoundError when the key does not exist; `getRange` past the end is an error.
+ *   `getRange` with `into` (at least `length` bytes) reads into it and returns a view of it, so a
+ *   reader that reuses its buffers allocates nothing per read.
  * - `head`: undefined when the key does not exist.
  * - `put`: durable when it resolves; replaces an existing object.
  * - `putIfAbsent`: atomic create; resolves false, changing nothing, when the key already exists.
@@ -29,7 +31,7 @@ export interface ObjectStore {
   /** Where the store is, for messages (`/backups/db1`, `s3://bucket/safes/db1`). */
   readonly location: string;
   get(key: string): Promise<Buffer>;
-  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   head(key: string): Promise<ObjectInfo | undefined>;
   put(key: string, body: Uint8Array): Promise<void>;
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;

@@ -26,6 +26,18 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       await expect(s.getRange(safeConfigKey(SAFE), 14, 10)).rejects.toThrow();
     });
 
+    it('getRange into a caller buffer reads there and returns a view of it', async () => {
+      const s = await make();
+      await s.put(safeConfigKey(SAFE), Buffer.from('0123456789abcdef'));
+      const into = new Uint8Array(new ArrayBuffer(32), 8, 16).fill(0x2e);
+      const got = await s.getRange(safeConfigKey(SAFE), 10, 4, into);
+      expect(got.toString()).toBe('abcd');
+      expect(got.buffer).toBe(into.buffer);
+      expect(got.byteOffset).toBe(8);
+      expect(Buffer.from(into).toString()).toBe('abcd............');
+      await expect(s.getRange(safeConfigKey(SAFE), 0, 16, new Uint8Array(4))).rejects.toThrow(/need 16/);
+    });
+
     it('putIfAbsent creates once and never overwrites', async () => {
       const s = await make();
       expect(await s.putIfAbsent(manifestKey(SAFE, 1), Buffer.from('first'))).toBe(true);

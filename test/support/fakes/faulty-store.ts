@@ -31,8 +31,8 @@ export class FaultyStore implements ObjectStore {
   get(key: string): Promise<Buffer> {
     return this.inner.get(key);
   }
-  getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    return this.inner.getRange(key, offset, length);
+  getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    return this.inner.getRange(key, offset, length, into);
   }
   head(key: string): Promise<ObjectInfo | undefined> {
     return this.inner.head(key);

@@ -1,0 +1,240 @@
+/**
+ * Worker thread of a restore. It decodes the frames of ranged reads (decrypt, zstd with a reusable
+ * context, identity check) and writes the blocks at their offsets in the target; for a delta
+ * restore it also compares the target's blocks with the RP's identities, and zeroes blocks that
+ * must be zero. So checksums, decompression and I/O run on every core while the main thread keeps
+ * the reads in flight. A request's buffer is moved here and back, never copied.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { blockIdentity } from '#core/format/crypto.ts';
+import { decodeFrameInto, FRAME_HEADER_BYTES, FrameError, readFrameHeader } from '#core/format/frame.ts';
+import { ZstdDecoder } from '#core/format/zstd-decoder.ts';
+import { youngGc } from '../young-gc.ts';
+import { alignedBuffer, TargetIo } from './target-io.ts';
+
+export interface DecodeSettings {
+  /** The target, opened by the main thread (descriptors are shared by the process's threads). */
+  readonly fd: number;
+  /** The target opened for direct I/O (O_DIRECT), when its filesystem or device allows it. */
+  readonly directFd?: number;
+  readonly blockSize: number;
+  readonly deviceSize: number;
+  readonly dataKey?: Uint8Array;
+  readonly idKey?: Uint8Array;
+}
+
+/** `count` consecutive blocks from `first`, whose frames lie back to back from `offset` of the buffer. */
+export interface DecodeRun {
+  readonly first: number;
+  readonly count: number;
+  readonly offset: number;
+}
+
+/** Decode `runs` from the bytes of a ranged read, check them and write them. */
+export interface DecodeRequest {
+  readonly kind: 'decode';
+  readonly id: number;
+  readonly buf: ArrayBuffer;
+  /** Bytes of `buf` read from the segment (buffers are reused, so it may be longer). */
+  readonly length: number;
+  readonly runs: readonly DecodeRun[];
+  /** Report bad blocks and go on (they are not written); otherwise the first one ends the request. */
+  readonly allowDamaged: boolean;
+}
+
+/** Delta restore: which of `count` blocks from `first` differ from their identities (32 bytes each)? */
+export interface CompareRequest {
+  readonly kind: 'compare';
+  readonly id: number;
+  readonly first: number;
+  readonly count: number;
+  readonly identities: ArrayBuffer;
+}
+
+/** Delta restore: make `count` blocks from `first` zero, writing only where they are not. */
+export interface ZeroRequest {
+  readonly kind: 'zero';
+  readonly id: number;
+  readonly first: number;
+  readonly count: number;
+}
+
+export type WorkerRequest = DecodeRequest | CompareRequest | ZeroRequest;
+
+export interface DamagedBlocks {
+  readonly first: number;
+  readonly count: number;
+  readonly reason: string;
+}
+
+export interface WorkerResult {
+  readonly id: number;
+  /** A decode request's buffer, moved back for the next read. */
+  readonly buf?: ArrayBuffer;
+  readonly written: number;
+  readonly damaged: DamagedBlocks[];
+  /** The first bad block, when not allowDamaged (blocks before it in its run were written). */
+  readonly failure?: { readonly block: number; readonly reason: string };
+  /** A compare request's answer: [start, end) block spans (relative to `first`) that differ. */
+  readonly differing?: [number, number][];
+  /** Reading or writing the target failed (a full disk, an I/O error). */
+  readonly ioError?: string;
+}
+
+const settings = workerData as DecodeSettings;
+const bs = settings.blockSize;
+const opts = {
+  dataKey: settings.dataKey ? Buffer.from(settings.dataKey) : undefined,
+  idKey: settings.idKey ? Buffer.from(settings.idKey) : undefined,
+};
+const decoder = new ZstdDecoder();
+const io = new TargetIo(settings.fd, settings.directFd);
+/** Blocks decoded (or compared, or zeroed) per target write or read: 4 MiB at 64 KiB blocks. */
+const GROUP = Math.max(1, Math.floor((4 * 1024 * 1024) / bs));
+const plainLength = (block: number): number => Math.min(bs, settings.deviceSize - block * bs);
+const bytesOf = (first: number, count: number): number =>
+  Math.min(count * bs, settings.deviceSize - first * bs);
+
+/**
+ * Output buffers for groups of blocks: while one is being written (on libuv's thread pool; a
+ * direct write waits for the disk) the next one fills.
+ */
+const ring = Array.from({ length: 3 }, () => ({
+  out: alignedBuffer(GROUP * bs),
+  writing: Promise.resolve(),
+}));
+let current = 0;
+/** Target blocks read for comparison. */
+const scratch = alignedBuffer(GROUP * bs);
+const zeros = alignedBuffer(GROUP * bs);
+
+type Answer = { result: WorkerResult; writes: Promise<void>[] };
+
+/** Decodes the request's blocks into the ring; resolves once each write has started. */
+async function decode(req: DecodeRequest): Promise<Answer> {
+  const buf = Buffer.from(req.buf, 0, req.length);
+  const damaged: DamagedBlocks[] = [];
+  const writes: Promise<void>[] = [];
+  let written = 0;
+  const done = (failure?: WorkerResult['failure']): Answer => ({
+    result: { id: req.id, buf: req.buf, written, damaged, ...(failure ? { failure } : {}) },
+    writes,
+  });
+  for (const run of req.runs) {
+    let groupFirst = run.first;
+    let bytes = 0;
+    let n = 0;
+    const flush = (): void => {
+      if (n > 0) {
+        const slot = ring[current]!;
+        const w = io.write(slot.out, bytes, groupFirst * bs);
+        writes.push(w);
+        slot.writing = w.catch(() => {});
+        current = (current + 1) % ring.length;
+        written += bytes;
+      }
+      bytes = 0;
+      n = 0;
+    };
+    let at = run.offset;
+    for (let k = 0; k < run.count; k++) {
+      const block = run.first + k;
+      if (n === GROUP) flush();
+      if (n === 0) {
+        await ring[current]!.writing;
+        groupFirst = block;
+      }
+      let next: number;
+      try {
+        if (at >= buf.length) throw new FrameError('frame missing from the ranged read (truncated segment?)');
+        next = at + FRAME_HEADER_BYTES + readFrameHeader(buf, at).payloadLength;
+      } catch (e) {
+        // without a header the rest of the run cannot be found
+        if (!(e instanceof FrameError)) throw e;
+        flush();
+        if (!req.allowDamaged) return done({ block, reason: e.message });
+        damaged.push({ first: block, count: run.count - k, reason: e.message });
+        break;
+      }
+      try {
+        decodeFrameInto(buf, at, ring[current]!.out, n * bs, plainLength(block), decoder, opts);
+        bytes += plainLength(block);
+        n++;
+      } catch (e) {
+        if (!(e instanceof FrameError)) throw e;
+        flush();
+        if (!req.allowDamaged) return done({ block, reason: e.message });
+        damaged.push({ first: block, count: 1, reason: e.message });
+      }
+      at = next;
+    }
+    flush();
+  }
+  return done();
+}
+
+/** Reads the blocks and compares each with its identity. */
+async function compare(req: CompareRequest): Promise<Answer> {
+  const ids = Buffer.from(req.identities);
+  const differing: [number, number][] = [];
+  for (let g = 0; g < req.count; g += GROUP) {
+    const n = Math.min(GROUP, req.count - g);
+    await io.read(scratch, bytesOf(req.first + g, n), (req.first + g) * bs);
+    for (let k = 0; k < n; k++) {
+      const i = g + k;
+      const plain = scratch.subarray(k * bs, k * bs + plainLength(req.first + i));
+      if (blockIdentity(plain, opts.idKey).equals(ids.subarray(i * 32, i * 32 + 32))) continue;
+      const last = differing.at(-1);
+      if (last && last[1] === i) last[1] = i + 1;
+      else differing.push([i, i + 1]);
+    }
+  }
+  return { result: { id: req.id, written: 0, damaged: [], differing }, writes: [] };
+}
+
+/** Reads the blocks and writes zeros over each group that is not all zero. */
+async function zero(req: ZeroRequest): Promise<Answer> {
+  let written = 0;
+  for (let g = 0; g < req.count; g += GROUP) {
+    const n = Math.min(GROUP, req.count - g);
+    const bytes = bytesOf(req.first + g, n);
+    await io.read(scratch, bytes, (req.first + g) * bs);
+    if (scratch.subarray(0, bytes).equals(zeros.subarray(0, bytes))) continue;
+    await io.write(zeros, bytes, (req.first + g) * bs);
+    written += bytes;
+  }
+  return { result: { id: req.id, written, damaged: [] }, writes: [] };
+}
+
+/** Decryption allocates each block's plaintext; a young collection after each request frees them (young-gc.ts). */
+const collectYoung = opts.dataKey ? youngGc() : undefined;
+
+/**
+ * Requests run one after another, each answered once its writes are done. A failed read or
+ * write (a full disk, an I/O error) is reported and stops the restore.
+ */
+let working = Promise.resolve();
+parentPort!.on('message', (req: WorkerRequest) => {
+  const answer = (r: WorkerResult): void => parentPort!.postMessage(r, r.buf ? [r.buf] : []);
+  const failed = (e: unknown): WorkerResult => ({
+    id: req.id,
+    buf: req.kind === 'decode' ? req.buf : undefined,
+    written: 0,
+    damaged: [],
+    ioError: (e as Error).message,
+  });
+  working = working.then(async () => {
+    let a: Answer;
+    try {
+      a = await (req.kind === 'decode' ? decode(req) : req.kind === 'compare' ? compare(req) : zero(req));
+    } catch (e) {
+      answer(failed(e));
+      return;
+    }
+    collectYoung?.();
+    Promise.all(a.writes).then(
+      () => answer(a.result),
+      (e: unknown) => answer({ ...a.result, ioError: (e as Error).message }),
+    );
+  });
+});
