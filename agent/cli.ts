@@ -2,7 +2,6 @@
  * cdp-agent: block-level backup of devices into a Disk Safe (a directory or S3).
  * Exit codes: see agent/exit-codes.ts and docs/AGENT.md.
  */
-import { setFlagsFromString } from 'node:v8';
 import { Command, CommanderError } from 'commander';
 import { CdpError } from '#core/errors.ts';
 import { backupCommand } from './commands/backup.ts';
@@ -78,15 +77,12 @@ program
   .option('--encrypt-key-file <file>', 'key of an encrypted safe')
   .option('--allow-damaged', 'go on past corrupt blocks and report them (exit 8)')
   .option('--full', 'overwrite --to completely instead of a delta restore')
-  .option('--parallel <n>', 'ranged reads in flight (default 8)')
+  .option('--parallel <n>', 'ranged reads in flight (default 8 from S3, 4 from a directory)')
   .option('--json', 'print the result as JSON')
   .action(async (o) => {
     const remote = o.remote === true ? process.env.CDP_RESTORE_FUNCTION : o.remote;
     if (o.remote === true && !remote)
       throw new CdpError('E_USAGE', '--remote needs a function name or $CDP_RESTORE_FUNCTION');
-    // Restore allocates a buffer per block; a young generation larger than the backup's 1 MiB
-    // semi-space (the #! line) frees them in far fewer scavenges.
-    setFlagsFromString('--max-semi-space-size=16');
     const { restoreCommand } = await import('./commands/restore.ts');
     process.exitCode = await restoreCommand({ ...o, remote });
   });

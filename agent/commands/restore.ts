@@ -81,7 +81,9 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
       keysFor: keysFrom(o.encryptKeyFile),
       allowDamaged: o.allowDamaged,
       delta: o.full ? 'never' : 'auto',
-      parallel: o.parallel ? Number(o.parallel) : undefined,
+      // a directory is read from the page cache or a local disk: more reads in flight only
+      // compete with the decode workers for the cores (measured: 4 beats 8 and 16)
+      parallel: o.parallel ? Number(o.parallel) : o.remote || o.safe.startsWith('s3://') ? 8 : 4,
       onProgress: (done, total) => bar.update(`restore ${o.device}`, done, total),
     });
   } finally {
