@@ -3,12 +3,15 @@
  * dist/agent/ (run by `npm ci` through `prepare`, and by `npm run build:agent`). The bundle starts
  * faster and uses less memory than running the TypeScript sources, which stay the development entry.
  */
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 export async function buildAgent(outdir = `${root}dist/agent`): Promise<string> {
+  // chunk names are content hashes: without this, every build would leave the last one's behind
+  rmSync(outdir, { recursive: true, force: true });
   await build({
     entryPoints: {
       'cdp-agent': `${root}agent/bin/cdp-agent.ts`,
