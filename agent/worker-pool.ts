@@ -52,8 +52,20 @@ export class WorkerPool<Req extends { readonly id: number }, Res extends { reado
 
   /** Sends `req` to a worker, moving the `transfer` buffers to it. */
   submit(req: Req, transfer: ArrayBuffer[]): Promise<Res> {
+    return this.send(
+      this.slots.reduce((a, b) => (b.inFlight < a.inFlight ? b : a)),
+      req,
+      transfer,
+    );
+  }
+
+  /** Sends one request to every worker (`make` gives each its own, with a distinct id). */
+  each(make: () => Req): Promise<Res[]> {
+    return Promise.all(this.slots.map((s) => this.send(s, make(), [])));
+  }
+
+  private send(slot: Slot, req: Req, transfer: ArrayBuffer[]): Promise<Res> {
     if (this.failed) return Promise.reject(this.failed);
-    const slot = this.slots.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     slot.inFlight++;
     return new Promise((resolve, reject) => {
       this.pending.set(req.id, { resolve, reject });

@@ -3,9 +3,8 @@
  * A finished segment is reported through `onDurable` only once the store says it is durable; the
  * next segment fills while the previous one is still uploading.
  *
- * `add` copies the frame into the open segment's batch buffer (about FLUSH_BYTES, written with one
- * call when full) before it resolves, so the caller may reuse the frame's memory at once. Batch
- * buffers are recycled: one per segment being written, reused once the store's `write` resolved.
+ * `add` hands the frame to the segment's ObjectWriter, which copies it into its own staging or
+ * part buffers before it resolves, so the caller may reuse the frame's memory at once.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -82,14 +81,9 @@ interface Open {
   readonly key: string;
   readonly writer: ObjectWriter;
   readonly entries: Entries;
-  /** Bytes of the segment so far (written or waiting in `batch`). */
+  /** Bytes of the segment so far. */
   size: number;
-  /** Frames not yet handed to the writer, copied back to back: written together when full. */
-  batch: Buffer;
-  batchBytes: number;
 }
-
-const FLUSH_BYTES = 1024 * 1024;
 
 export class SegmentPacker {
   private readonly store: ObjectStore;
@@ -97,7 +91,6 @@ export class SegmentPacker {
   private readonly opts: PackerOptions;
   private current: Open | undefined;
   private finishing: Promise<void>[] = [];
-  private readonly batches: Buffer[] = [];
   /** Bytes of the segments that are durable. */
   durableBytes = 0;
 
@@ -107,34 +100,10 @@ export class SegmentPacker {
     this.opts = opts;
   }
 
-  /** Bytes after which a batch is written (smaller under a low --bwlimit, to keep it smooth). */
-  private get flushBytes(): number {
-    return Math.min(FLUSH_BYTES, this.opts.limiter?.capacity ?? FLUSH_BYTES);
-  }
-
   private async write(o: Open, b: Uint8Array): Promise<void> {
     o.size += b.length;
-    if (o.batchBytes + b.length > o.batch.length) await this.flush(o);
-    if (b.length > o.batch.length) {
-      // larger than a batch (a big segment footer): written as it is
-      await this.send(o, [b], b.length);
-      return;
-    }
-    o.batch.set(b, o.batchBytes);
-    o.batchBytes += b.length;
-    if (o.batchBytes >= this.flushBytes) await this.flush(o);
-  }
-
-  private async flush(o: Open): Promise<void> {
-    if (o.batchBytes === 0) return;
-    const bytes = o.batchBytes;
-    o.batchBytes = 0;
-    await this.send(o, [o.batch.subarray(0, bytes)], bytes);
-  }
-
-  private async send(o: Open, chunks: Uint8Array[], bytes: number): Promise<void> {
-    if (this.opts.limiter) await this.opts.limiter.take(bytes);
-    await o.writer.write(chunks);
+    if (this.opts.limiter) await this.opts.limiter.take(b.length);
+    await o.writer.write(b);
   }
 
   private async open(): Promise<Open> {
@@ -146,8 +115,6 @@ export class SegmentPacker {
       writer: this.store.openWriter(key),
       entries: new Entries(),
       size: 0,
-      batch: this.batches.pop() ?? Buffer.allocUnsafeSlow(FLUSH_BYTES),
-      batchBytes: 0,
     };
     await this.write(o, segmentHeader(this.opts.encrypted));
     return o;
@@ -186,8 +153,6 @@ export class SegmentPacker {
     try {
       if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
       await this.write(o, segmentFooter(o.entries.list(), o.size));
-      await this.flush(o);
-      this.batches.push(o.batch);
       info = await o.writer.finish();
     } catch (e) {
       // release what the writer holds (a file handle, a multipart upload); nothing became visible

@@ -6,11 +6,13 @@
  * the reads in flight. A request's buffer is moved here and back, never copied.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { alignedBuffer } from '#adapters/direct-io.ts';
 import { blockIdentity } from '#core/format/crypto.ts';
 import { decodeFrameInto, FRAME_HEADER_BYTES, FrameError, readFrameHeader } from '#core/format/frame.ts';
 import { ZstdDecoder } from '#core/format/zstd-decoder.ts';
 import { youngGc } from '../young-gc.ts';
-import { alignedBuffer, TargetIo } from './target-io.ts';
+import { SegmentFiles } from './segment-files.ts';
+import { TargetIo } from './target-io.ts';
 
 export interface DecodeSettings {
   /** The target, opened by the main thread (descriptors are shared by the process's threads). */
@@ -30,12 +32,17 @@ export interface DecodeRun {
   readonly offset: number;
 }
 
-/** Decode `runs` from the bytes of a ranged read, check them and write them. */
+/**
+ * Decode `runs` from the bytes of a ranged read, check them and write them. The bytes come in
+ * `buf`, or the worker reads them from `file` at `offset` (a directory safe's segment file).
+ */
 export interface DecodeRequest {
   readonly kind: 'decode';
   readonly id: number;
-  readonly buf: ArrayBuffer;
-  /** Bytes of `buf` read from the segment (buffers are reused, so it may be longer). */
+  readonly buf?: ArrayBuffer;
+  readonly file?: string;
+  readonly offset?: number;
+  /** Bytes of the ranged read (`buf` is reused, so it may be longer). */
   readonly length: number;
   readonly runs: readonly DecodeRun[];
   /** Report bad blocks and go on (they are not written); otherwise the first one ends the request. */
@@ -59,7 +66,13 @@ export interface ZeroRequest {
   readonly count: number;
 }
 
-export type WorkerRequest = DecodeRequest | CompareRequest | ZeroRequest;
+/** Close the segment files this worker opened (before the pool closes). */
+export interface CloseRequest {
+  readonly kind: 'close';
+  readonly id: number;
+}
+
+export type WorkerRequest = DecodeRequest | CompareRequest | ZeroRequest | CloseRequest;
 
 export interface DamagedBlocks {
   readonly first: number;
@@ -79,6 +92,10 @@ export interface WorkerResult {
   readonly differing?: [number, number][];
   /** Reading or writing the target failed (a full disk, an I/O error). */
   readonly ioError?: string;
+  /** Bytes this worker read from a segment file. */
+  readonly readBytes?: number;
+  /** Reading the segment file failed. */
+  readError?: string;
 }
 
 const settings = workerData as DecodeSettings;
@@ -108,11 +125,13 @@ let current = 0;
 const scratch = alignedBuffer(GROUP * bs);
 const zeros = alignedBuffer(GROUP * bs);
 
-type Answer = { result: WorkerResult; writes: Promise<void>[] };
+interface Answer {
+  result: WorkerResult;
+  readonly writes: Promise<void>[];
+}
 
-/** Decodes the request's blocks into the ring; resolves once each write has started. */
-async function decode(req: DecodeRequest): Promise<Answer> {
-  const buf = Buffer.from(req.buf, 0, req.length);
+/** Decodes the request's blocks (the bytes of its ranged read) into the ring; resolves once each write has started. */
+async function decode(req: DecodeRequest, buf: Buffer): Promise<Answer> {
   const damaged: DamagedBlocks[] = [];
   const writes: Promise<void>[] = [];
   let written = 0;
@@ -209,12 +228,27 @@ async function zero(req: ZeroRequest): Promise<Answer> {
 /** Decryption allocates each block's plaintext; a young collection after each request frees them (young-gc.ts). */
 const collectYoung = opts.dataKey ? youngGc() : undefined;
 
+const files = new SegmentFiles();
+
 /**
- * Requests run one after another, each answered once its writes are done. A failed read or
- * write (a full disk, an I/O error) is reported and stops the restore.
+ * Requests run one after another, each answered once its writes are done; the read of a
+ * segment file starts at once, so it overlaps the decoding of the requests before it. A failed
+ * read or write (a full disk, an I/O error) is reported and stops the restore.
  */
 let working = Promise.resolve();
 parentPort!.on('message', (req: WorkerRequest) => {
+  if (req.kind === 'close') {
+    working = working.then(() => {
+      files.close();
+      parentPort!.postMessage({ id: req.id, written: 0, damaged: [] } satisfies WorkerResult);
+    });
+    return;
+  }
+  const loading =
+    req.kind === 'decode' && req.file !== undefined
+      ? files.read(req.file, req.offset ?? 0, req.length)
+      : undefined;
+  loading?.catch(() => undefined);
   const answer = (r: WorkerResult): void => parentPort!.postMessage(r, r.buf ? [r.buf] : []);
   const failed = (e: unknown): WorkerResult => ({
     id: req.id,
@@ -225,8 +259,23 @@ parentPort!.on('message', (req: WorkerRequest) => {
   });
   working = working.then(async () => {
     let a: Answer;
+    let loaded: Awaited<typeof loading>;
     try {
-      a = await (req.kind === 'decode' ? decode(req) : req.kind === 'compare' ? compare(req) : zero(req));
+      loaded = await loading;
+    } catch (e) {
+      answer({ id: req.id, written: 0, damaged: [], readError: (e as Error).message });
+      return;
+    }
+    try {
+      if (req.kind === 'decode') {
+        const bytes = loaded ? loaded.bytes : Buffer.from(req.buf!, 0, req.length);
+        try {
+          a = await decode(req, bytes);
+        } finally {
+          loaded?.release();
+        }
+        if (loaded) a.result = { ...a.result, readBytes: req.length };
+      } else a = await (req.kind === 'compare' ? compare(req) : zero(req));
     } catch (e) {
       answer(failed(e));
       return;

@@ -10,6 +10,7 @@
  * the same restore again resumes it.
  */
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
+import { openDirect } from '#adapters/direct-io.ts';
 import { forEachLimit } from '#core/concurrency.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
 import type { PlanRange, RestorePlan } from '#core/restore-plan.ts';
@@ -99,16 +100,6 @@ async function openTarget(
   return { fh, delta: mode === 'auto', work: to };
 }
 
-/**
- * The target opened a second time for direct I/O (Linux O_DIRECT), or undefined where that is
- * refused (tmpfs, other systems). Direct writes skip the page cache: a restore's data goes
- * straight to the disk from the workers' buffers, and the final fsync has little left to do.
- */
-async function openDirect(path: string): Promise<FileHandle | undefined> {
-  if (constants.O_DIRECT === undefined) return undefined;
-  return open(path, constants.O_RDWR | constants.O_DIRECT).catch(() => undefined);
-}
-
 export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   const t0 = Date.now();
   const parallel = input.parallel ?? 8;
@@ -130,7 +121,8 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     input.onProgress?.(Math.min(done, deviceSize), deviceSize);
   };
 
-  const direct = await openDirect(work);
+  // a second descriptor for direct I/O (adapters/direct-io.ts), where the target allows it
+  const direct = await openDirect(work, constants.O_RDWR);
   const settings: DecodeSettings = {
     fd: fh.fd,
     directFd: direct?.fd,
@@ -170,18 +162,27 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     return buf;
   };
 
-  /** Reads `length` bytes at `offset` of `segment`; a worker decodes `runs` from them, checks and writes them. */
+  /**
+   * The bytes at `offset` of `segment` (read here, or by the worker itself from a local segment
+   * file); a worker decodes `runs` from them, checks and writes them.
+   */
   const fetchAndWrite = async (
     segment: string,
     offset: number,
     length: number,
     runs: readonly DecodeRun[],
   ): Promise<void> => {
-    const buf = await read(segment, offset, length);
-    const r = await submit(
-      { kind: 'decode', id: requests++, buf, length, runs, allowDamaged: input.allowDamaged === true },
-      [buf],
-    );
+    const allowDamaged = input.allowDamaged === true;
+    const file = input.source.localFile?.(segment);
+    let r: WorkerResult;
+    if (file !== undefined) {
+      r = await submit({ kind: 'decode', id: requests++, file, offset, length, runs, allowDamaged }, []);
+      if (r.readError) throw new Error(`segment ${segment}: ${r.readError}`);
+      input.source.counted?.(r.readBytes ?? 0);
+    } else {
+      const buf = await read(segment, offset, length);
+      r = await submit({ kind: 'decode', id: requests++, buf, length, runs, allowDamaged }, [buf]);
+    }
     for (const d of r.damaged) damaged.push({ ...d, segment });
     if (r.failure) {
       throw new CorruptBlockError(r.failure.reason, {
@@ -257,6 +258,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     }
     await fh.sync();
   } finally {
+    await pool.each(() => ({ kind: 'close', id: requests++ })).catch(() => undefined);
     await pool.close();
     await direct?.close();
     await fh.close();

@@ -22,6 +22,12 @@ export interface SegmentSource {
   range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   /** The segment's footer index (for delta restore). */
   entries(segment: string): Promise<SegmentEntry[]>;
+  /**
+   * The segment's file, when the safe is a local directory: the restore's workers then read it
+   * themselves (direct I/O, no copy through this thread) and report the bytes with `counted`.
+   */
+  localFile?(segment: string): string | undefined;
+  counted?(bytes: number): void;
 }
 
 /** Reads through a SafeReader whose store is wrapped by `countingStore` (so footers count too). */
@@ -41,6 +47,18 @@ export class StoreSource implements SegmentSource {
   entries(segment: string): Promise<SegmentEntry[]> {
     return this.reader.segmentEntries(segment);
   }
+  localFile(segment: string): string | undefined {
+    const s = this.reader.store as Partial<FileStore>;
+    return s.filePath?.(segmentKey(this.reader.safe, segment));
+  }
+  counted(bytes: number): void {
+    this.counter.bytes += bytes;
+  }
+}
+
+/** A store whose objects are files (FsObjectStore; countingStore passes it on). */
+interface FileStore {
+  filePath(key: string): string;
 }
 
 export class UrlFetchError extends Error {}
@@ -127,6 +145,9 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
       return b;
     },
     head: (k) => store.head(k),
+    ...((store as Partial<FileStore>).filePath
+      ? { filePath: (k: string) => (store as unknown as FileStore).filePath(k) }
+      : {}),
     put: (k, b) => store.put(k, b),
     putIfAbsent: (k, b) => store.putIfAbsent(k, b),
     list: (p) => store.list(p),

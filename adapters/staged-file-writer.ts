@@ -1,0 +1,117 @@
+/**
+ * Writes a new file sequentially through a few page-aligned staging buffers: each full buffer is
+ * written at its offset in the background (direct I/O where the filesystem allows, see
+ * direct-io.ts) while the next one fills, so the caller's writes cost one copy and never wait for
+ * the disk unless every buffer is in flight. `finish` writes the tail and fsyncs. The FsObjectStore
+ * writes segments with it.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { alignedBuffer, DIRECT_ALIGN, isDirectRefused } from './direct-io.ts';
+
+const STAGE_BYTES = 1024 * 1024;
+const STAGES = 2;
+/** Staging buffers no writer is using, shared by the process's writers (they are fresh memory). */
+const idle: Buffer[] = [];
+
+export class StagedFileWriter {
+  private readonly fh: FileHandle;
+  private direct: FileHandle | undefined;
+  private stage: Buffer | undefined;
+  private staged = 0;
+  /** File offset of the current stage's first byte. */
+  private position = 0;
+  private readonly inFlight: Promise<void>[] = [];
+  private failed: unknown;
+
+  /** `fh`: the new file; `direct`: the same file opened for direct I/O, if allowed. */
+  constructor(fh: FileHandle, direct: FileHandle | undefined) {
+    this.fh = fh;
+    this.direct = direct;
+  }
+
+  /** Bytes written so far (staged or on their way). */
+  get size(): number {
+    return this.position + this.staged;
+  }
+
+  async write(chunks: readonly Uint8Array[]): Promise<void> {
+    for (const chunk of chunks) {
+      for (let at = 0; at < chunk.length; ) {
+        this.stage ??= idle.pop() ?? alignedBuffer(STAGE_BYTES);
+        const n = Math.min(chunk.length - at, STAGE_BYTES - this.staged);
+        this.stage.set(chunk.subarray(at, at + n), this.staged);
+        this.staged += n;
+        at += n;
+        if (this.staged === STAGE_BYTES) await this.send();
+      }
+    }
+  }
+
+  /** Writes the current stage in the background; waits while every stage is in flight. */
+  private async send(): Promise<void> {
+    const stage = this.stage!;
+    const p = this.put(stage, this.staged, this.position).then(
+      () => {
+        idle.push(stage);
+      },
+      (e: unknown) => {
+        this.failed ??= e;
+      },
+    );
+    this.inFlight.push(p);
+    this.position += this.staged;
+    this.stage = undefined;
+    this.staged = 0;
+    if (this.inFlight.length >= STAGES) await this.inFlight.shift();
+    if (this.failed) throw this.failed;
+  }
+
+  /** Writes `length` bytes of `buf` at `position`: the aligned part direct if it can, the rest buffered. */
+  private async put(buf: Buffer, length: number, position: number): Promise<void> {
+    const direct = this.direct ? length - (length % DIRECT_ALIGN) : 0;
+    if (direct > 0) {
+      try {
+        await writeFully(this.direct!, buf, 0, direct, position);
+      } catch (e) {
+        if (!isDirectRefused(e)) throw e;
+        this.direct = undefined;
+        return writeFully(this.fh, buf, 0, length, position);
+      }
+    }
+    if (direct < length) await writeFully(this.fh, buf, direct, length - direct, position + direct);
+  }
+
+  /** Writes what is staged, waits for every write and fsyncs; returns the file's size. */
+  async finish(): Promise<number> {
+    if (this.staged > 0) {
+      const stage = this.stage!;
+      this.inFlight.push(this.put(stage, this.staged, this.position).then(() => void idle.push(stage)));
+      this.position += this.staged;
+      this.stage = undefined;
+      this.staged = 0;
+    }
+    await Promise.all(this.inFlight.splice(0));
+    if (this.failed) throw this.failed;
+    await this.fh.sync();
+    return this.position;
+  }
+
+  /** Waits for the writes in flight (their errors ignored) and gives the buffers back. */
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.inFlight.splice(0));
+    if (this.stage) idle.push(this.stage);
+    this.stage = undefined;
+  }
+}
+
+async function writeFully(
+  fh: FileHandle,
+  buf: Buffer,
+  from: number,
+  length: number,
+  position: number,
+): Promise<void> {
+  for (let done = 0; done < length; ) {
+    done += (await fh.write(buf, from + done, length - done, position + done)).bytesWritten;
+  }
+}
