@@ -4,13 +4,16 @@
  *
  *   magic "CDPCTS01" | rp u32 | blockSize u32 | deviceSize u64 | blocks u64 | reserved u64
  *
- * It is read and written sequentially in step with the device scan (memory stays bounded), written
- * to a new file and renamed over the old one only after the RP's manifest is committed.
+ * It is read and written sequentially in step with the device scan, in windows of CTS_WINDOW
+ * bytes (memory stays bounded; a scan makes one read and one write per window, not per chunk),
+ * written to a new file and renamed over the old one only after the RP's manifest is committed.
  */
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 
 const MAGIC = 'CDPCTS01';
 export const CTS_HEADER = 40;
+/** Bytes of state read or written at once: 8 Ki blocks, 512 MiB of device at 64 KiB blocks. */
+const CTS_WINDOW = 64 * 1024;
 
 export interface CtsHeader {
   readonly rp: number;
@@ -55,16 +58,29 @@ export class CtsReader {
     return new CtsReader(h, header);
   }
 
-  /** The state of blocks [first, first + count). */
+  /** The window of state last read: blocks [cachedFirst, cachedFirst + cached.length / 8). */
+  private cached: Buffer | undefined;
+  private cachedFirst = 0;
+
+  /** The state of blocks [first, first + count), in a new buffer of its own. */
   async read(first: number, count: number): Promise<ArrayBuffer> {
-    const b = new Uint8Array(count * 8);
-    let got = 0;
-    while (got < b.length) {
-      const { bytesRead } = await this.h.read(b, got, b.length - got, CTS_HEADER + first * 8 + got);
-      if (bytesRead === 0) throw new Error('change-tracking state ended early');
-      got += bytesRead;
+    const c = this.cached;
+    if (!c || first < this.cachedFirst || (first + count - this.cachedFirst) * 8 > c.length) {
+      const blocks = Math.ceil(this.header.deviceSize / this.header.blockSize);
+      const n = Math.min(Math.max(count * 8, CTS_WINDOW), (blocks - first) * 8);
+      if (n < count * 8) throw new Error('change-tracking state ended early');
+      const b = Buffer.alloc(n);
+      let got = 0;
+      while (got < n) {
+        const { bytesRead } = await this.h.read(b, got, n - got, CTS_HEADER + first * 8 + got);
+        if (bytesRead === 0) throw new Error('change-tracking state ended early');
+        got += bytesRead;
+      }
+      this.cached = b;
+      this.cachedFirst = first;
     }
-    return b.buffer;
+    const at = (first - this.cachedFirst) * 8;
+    return new Uint8Array(this.cached!.subarray(at, at + count * 8)).buffer;
   }
 
   close(): Promise<void> {
@@ -97,13 +113,34 @@ export class CtsWriter {
     return new CtsWriter(h, tmp, path);
   }
 
-  /** Writes the state of blocks starting at `first`. */
+  /** State waiting to be written: blocks from pendingFirst, pendingBytes of `pending`. */
+  private readonly pending = Buffer.alloc(CTS_WINDOW);
+  private pendingFirst = 0;
+  private pendingBytes = 0;
+
+  /** Writes the state of blocks starting at `first` (consecutive writes are gathered into one). */
   async write(first: number, state: Uint8Array): Promise<void> {
-    await this.h.write(state, 0, state.length, CTS_HEADER + first * 8);
+    const contiguous = first * 8 === this.pendingFirst * 8 + this.pendingBytes;
+    if (!contiguous || this.pendingBytes + state.length > this.pending.length) await this.flush();
+    if (state.length > this.pending.length) {
+      await this.h.write(state, 0, state.length, CTS_HEADER + first * 8);
+      return;
+    }
+    if (this.pendingBytes === 0) this.pendingFirst = first;
+    this.pending.set(state, this.pendingBytes);
+    this.pendingBytes += state.length;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const n = this.pendingBytes;
+    this.pendingBytes = 0;
+    await this.h.write(this.pending, 0, n, CTS_HEADER + this.pendingFirst * 8);
   }
 
   /** Makes the new state the current one (call after the RP is committed). */
   async commit(): Promise<void> {
+    await this.flush();
     await this.h.sync();
     await this.h.close();
     await rename(this.tmp, this.path);
