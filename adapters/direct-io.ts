@@ -15,15 +15,17 @@ export const DIRECT_ALIGN = 4096;
 /** The WebAssembly global, which this project's type libraries (ES2022, Node) do not declare. */
 const Wasm = (
   globalThis as unknown as {
-    WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } };
+    WebAssembly?: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } };
   }
 ).WebAssembly;
 
 /**
  * A buffer of `bytes` in WebAssembly memory, whose pages are page-aligned as direct I/O needs (a
- * Buffer's own memory is not). Keep and reuse it: each one is fresh memory.
+ * Buffer's own memory is not). Keep and reuse it: each one is fresh memory. Where WebAssembly is
+ * off (node --jitless), a plain buffer: direct I/O from it is refused and callers write buffered.
  */
 export function alignedBuffer(bytes: number): Buffer {
+  if (!Wasm) return Buffer.allocUnsafeSlow(bytes);
   return Buffer.from(new Wasm.Memory({ initial: Math.ceil(bytes / 65536) }).buffer, 0, bytes);
 }
 
