@@ -1,12 +1,11 @@
 /**
  * The agent's one place for AWS clients: region, credentials and endpoint come from the standard
  * SDK settings (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_S3 …). Requests time out instead of
- * hanging on a stalled connection; the SDK retries with backoff. Upload checksums (CRC32C) use
- * the agent's faster implementation.
+ * hanging on a stalled connection; the SDK retries with backoff. Uploads carry SHA-256 checksums
+ * that the store computes (adapters/s3-store.ts).
  */
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { Crc32c } from './crc32c.ts';
 
 export function makeS3Client(env: NodeJS.ProcessEnv = process.env): S3Client {
   const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
@@ -15,6 +14,5 @@ export function makeS3Client(env: NodeJS.ProcessEnv = process.env): S3Client {
     forcePathStyle: env.CDP_S3_FORCE_PATH_STYLE === 'true' || endpoint !== undefined,
     maxAttempts: 6,
     requestHandler: new NodeHttpHandler({ connectionTimeout: 10_000, requestTimeout: 120_000 }),
-    checksumAlgorithms: { CRC32C: Crc32c },
   });
 }
