@@ -6,7 +6,7 @@
  * writes segments with it.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { alignedBuffer, DIRECT_ALIGN, isDirectRefused } from './direct-io.ts';
+import { alignedBuffer, DirectFile } from './direct-io.ts';
 
 const STAGE_BYTES = 1024 * 1024;
 const STAGES = 2;
@@ -15,7 +15,7 @@ const idle: Buffer[] = [];
 
 export class StagedFileWriter {
   private readonly fh: FileHandle;
-  private direct: FileHandle | undefined;
+  private readonly file: DirectFile;
   private stage: Buffer | undefined;
   private staged = 0;
   /** File offset of the current stage's first byte. */
@@ -26,7 +26,7 @@ export class StagedFileWriter {
   /** `fh`: the new file; `direct`: the same file opened for direct I/O, if allowed. */
   constructor(fh: FileHandle, direct: FileHandle | undefined) {
     this.fh = fh;
-    this.direct = direct;
+    this.file = new DirectFile(fh.fd, direct?.fd);
   }
 
   /** Bytes written so far (staged or on their way). */
@@ -66,19 +66,8 @@ export class StagedFileWriter {
     if (this.failed) throw this.failed;
   }
 
-  /** Writes `length` bytes of `buf` at `position`: the aligned part direct if it can, the rest buffered. */
-  private async put(buf: Buffer, length: number, position: number): Promise<void> {
-    const direct = this.direct ? length - (length % DIRECT_ALIGN) : 0;
-    if (direct > 0) {
-      try {
-        await writeFully(this.direct!, buf, 0, direct, position);
-      } catch (e) {
-        if (!isDirectRefused(e)) throw e;
-        this.direct = undefined;
-        return writeFully(this.fh, buf, 0, length, position);
-      }
-    }
-    if (direct < length) await writeFully(this.fh, buf, direct, length - direct, position + direct);
+  private put(buf: Buffer, length: number, position: number): Promise<void> {
+    return this.file.write(buf, 0, length, position);
   }
 
   /** Writes what is staged, waits for every write and fsyncs; returns the file's size. */
@@ -101,17 +90,5 @@ export class StagedFileWriter {
     await Promise.allSettled(this.inFlight.splice(0));
     if (this.stage) idle.push(this.stage);
     this.stage = undefined;
-  }
-}
-
-async function writeFully(
-  fh: FileHandle,
-  buf: Buffer,
-  from: number,
-  length: number,
-  position: number,
-): Promise<void> {
-  for (let done = 0; done < length; ) {
-    done += (await fh.write(buf, from + done, length - done, position + done)).bytesWritten;
   }
 }

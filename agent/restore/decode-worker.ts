@@ -6,13 +6,12 @@
  * the reads in flight. A request's buffer is moved here and back, never copied.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { alignedBuffer } from '#adapters/direct-io.ts';
+import { alignedBuffer, DirectFile } from '#adapters/direct-io.ts';
 import { blockIdentity } from '#core/format/crypto.ts';
 import { decodeFrameInto, FRAME_HEADER_BYTES, FrameError, readFrameHeader } from '#core/format/frame.ts';
 import { ZstdDecoder } from '#core/format/zstd-decoder.ts';
 import { youngGc } from '../young-gc.ts';
 import { SegmentFiles } from './segment-files.ts';
-import { TargetIo } from './target-io.ts';
 
 export interface DecodeSettings {
   /** The target, opened by the main thread (descriptors are shared by the process's threads). */
@@ -105,7 +104,8 @@ const opts = {
   idKey: settings.idKey ? Buffer.from(settings.idKey) : undefined,
 };
 const decoder = new ZstdDecoder();
-const io = new TargetIo(settings.fd, settings.directFd);
+/** The target: direct I/O where it allows (#adapters/direct-io.ts), so a restore does not fill the page cache. */
+const io = new DirectFile(settings.fd, settings.directFd);
 /** Blocks decoded (or compared, or zeroed) per target write or read: 4 MiB at 64 KiB blocks. */
 const GROUP = Math.max(1, Math.floor((4 * 1024 * 1024) / bs));
 const plainLength = (block: number): number => Math.min(bs, settings.deviceSize - block * bs);
@@ -146,7 +146,7 @@ async function decode(req: DecodeRequest, buf: Buffer): Promise<Answer> {
     const flush = (): void => {
       if (n > 0) {
         const slot = ring[current]!;
-        const w = io.write(slot.out, bytes, groupFirst * bs);
+        const w = io.write(slot.out, 0, bytes, groupFirst * bs);
         writes.push(w);
         slot.writing = w.catch(() => {});
         current = (current + 1) % ring.length;
@@ -198,7 +198,7 @@ async function compare(req: CompareRequest): Promise<Answer> {
   const differing: [number, number][] = [];
   for (let g = 0; g < req.count; g += GROUP) {
     const n = Math.min(GROUP, req.count - g);
-    await io.read(scratch, bytesOf(req.first + g, n), (req.first + g) * bs);
+    await io.read(scratch, 0, bytesOf(req.first + g, n), (req.first + g) * bs);
     for (let k = 0; k < n; k++) {
       const i = g + k;
       const plain = scratch.subarray(k * bs, k * bs + plainLength(req.first + i));
@@ -217,9 +217,9 @@ async function zero(req: ZeroRequest): Promise<Answer> {
   for (let g = 0; g < req.count; g += GROUP) {
     const n = Math.min(GROUP, req.count - g);
     const bytes = bytesOf(req.first + g, n);
-    await io.read(scratch, bytes, (req.first + g) * bs);
+    await io.read(scratch, 0, bytes, (req.first + g) * bs);
     if (scratch.subarray(0, bytes).equals(zeros.subarray(0, bytes))) continue;
-    await io.write(zeros, bytes, (req.first + g) * bs);
+    await io.write(zeros, 0, bytes, (req.first + g) * bs);
     written += bytes;
   }
   return { result: { id: req.id, written, damaged: [] }, writes: [] };

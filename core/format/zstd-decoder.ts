@@ -10,21 +10,9 @@
  * breaks it fails.
  */
 import { constants, createZstdDecompress } from 'node:zlib';
+import type { NativeEngine } from './zstd-native.ts';
 
-interface NativeHandle {
-  writeSync(
-    flush: number,
-    input: Uint8Array,
-    inOff: number,
-    inLen: number,
-    out: Uint8Array,
-    outOff: number,
-    outLen: number,
-  ): void;
-  reset(): void;
-}
-
-type Engine = ReturnType<typeof createZstdDecompress> & { _handle: NativeHandle; _writeState: Uint32Array };
+type Engine = NativeEngine<ReturnType<typeof createZstdDecompress>>;
 
 export class ZstdDecodeError extends Error {}
 

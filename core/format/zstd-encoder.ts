@@ -8,20 +8,9 @@
  * API); a test checks its output against `zstdCompressSync` so a Node change that breaks it fails.
  */
 import { constants, createZstdCompress } from 'node:zlib';
+import type { NativeEngine } from './zstd-native.ts';
 
-interface NativeHandle {
-  writeSync(
-    flush: number,
-    input: Uint8Array,
-    inOff: number,
-    inLen: number,
-    out: Buffer,
-    outOff: number,
-    outLen: number,
-  ): void;
-}
-
-type Engine = ReturnType<typeof createZstdCompress> & { _handle: NativeHandle; _writeState: Uint32Array };
+type Engine = NativeEngine<ReturnType<typeof createZstdCompress>>;
 
 /**
  * Room that compressing `n` bytes may need (at least zstd's ZSTD_COMPRESSBOUND): with this much
