@@ -47,10 +47,14 @@ export class StagedFileWriter {
     }
   }
 
-  /** Writes the current stage in the background; waits while every stage is in flight. */
-  private async send(): Promise<void> {
+  /**
+   * Writes the current stage in the background. Every write is tracked until it settles (and
+   * never rejects: its error is kept in `failed`), so `finish` and `abort` always wait for all of
+   * them and the file is never closed under a write still in progress.
+   */
+  private ship(): void {
     const stage = this.stage!;
-    const p = this.put(stage, this.staged, this.position).then(
+    const p = this.file.write(stage, 0, this.staged, this.position).then(
       () => {
         idle.push(stage);
       },
@@ -62,24 +66,24 @@ export class StagedFileWriter {
     this.position += this.staged;
     this.stage = undefined;
     this.staged = 0;
+  }
+
+  /** Ships the full stage; waits while every stage is in flight. */
+  private async send(): Promise<void> {
+    this.ship();
     if (this.inFlight.length >= STAGES) await this.inFlight.shift();
     if (this.failed) throw this.failed;
   }
 
-  private put(buf: Buffer, length: number, position: number): Promise<void> {
-    return this.file.write(buf, 0, length, position);
+  /** Waits until every write started has settled. */
+  private async settle(): Promise<void> {
+    while (this.inFlight.length > 0) await this.inFlight.shift();
   }
 
   /** Writes what is staged, waits for every write and fsyncs; returns the file's size. */
   async finish(): Promise<number> {
-    if (this.staged > 0) {
-      const stage = this.stage!;
-      this.inFlight.push(this.put(stage, this.staged, this.position).then(() => void idle.push(stage)));
-      this.position += this.staged;
-      this.stage = undefined;
-      this.staged = 0;
-    }
-    await Promise.all(this.inFlight.splice(0));
+    if (this.staged > 0) this.ship();
+    await this.settle();
     if (this.failed) throw this.failed;
     await this.fh.sync();
     return this.position;
@@ -87,7 +91,7 @@ export class StagedFileWriter {
 
   /** Waits for the writes in flight (their errors ignored) and gives the buffers back. */
   async abort(): Promise<void> {
-    await Promise.allSettled(this.inFlight.splice(0));
+    await this.settle();
     if (this.stage) idle.push(this.stage);
     this.stage = undefined;
   }

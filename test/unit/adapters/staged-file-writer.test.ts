@@ -42,3 +42,21 @@ describe('StagedFileWriter', () => {
     );
   });
 });
+
+describe('StagedFileWriter when a write fails', () => {
+  it('reports the error from write or finish, and abort waits for every write it started', async () => {
+    const path = join(dir, `ro-${randomBytes(4).toString('hex')}`);
+    await (await open(path, 'wx')).close();
+    // a read-only descriptor: every write fails (EBADF), as a full or failing disk would
+    const fh = await open(path, 'r');
+    const w = new StagedFileWriter(fh, undefined);
+    const failed = (async () => {
+      for (let i = 0; i < 5; i++) await w.write([randomBytes(1024 * 1024)]);
+      await w.finish();
+    })();
+    await expect(failed).rejects.toThrow(/EBADF/);
+    await w.abort();
+    await fh.close();
+    expect(readFileSync(path).length).toBe(0);
+  });
+});
