@@ -16,6 +16,8 @@ const OPEN_FILES = 32;
 interface OpenFile {
   readonly fd: number;
   direct: number | undefined;
+  /** Reads in progress: a file is never closed under one (its descriptor could be reused). */
+  reading: number;
 }
 
 export class SegmentFiles {
@@ -25,7 +27,6 @@ export class SegmentFiles {
 
   /** The `length` bytes at `offset` of `path`, in a read buffer given back with `release`. */
   async read(path: string, offset: number, length: number): Promise<{ bytes: Buffer; release(): void }> {
-    const f = this.file(path);
     // direct I/O reads whole aligned blocks around the range
     const start = offset - (offset % DIRECT_ALIGN);
     const end = Math.ceil((offset + length) / DIRECT_ALIGN) * DIRECT_ALIGN;
@@ -37,6 +38,13 @@ export class SegmentFiles {
     const release = () => {
       if (buf.length === READ_BYTES) this.give(buf);
     };
+    let f: OpenFile;
+    try {
+      f = this.file(path);
+    } catch (e) {
+      release();
+      throw e;
+    }
     try {
       let at = 0;
       if (f.direct !== undefined) {
@@ -57,20 +65,26 @@ export class SegmentFiles {
     } catch (e) {
       release();
       throw e;
+    } finally {
+      f.reading--;
+      this.evict();
     }
   }
 
+  /** Closes every file (the worker's requests are all answered by then). */
   close(): void {
     for (const f of this.open.values()) closeFile(f);
     this.open.clear();
   }
 
+  /** The open file at `path`, counted as being read (the caller decrements `reading`). */
   private file(path: string): OpenFile {
     let f = this.open.get(path);
     if (f) {
       // most recently used last
       this.open.delete(path);
       this.open.set(path, f);
+      f.reading++;
       return f;
     }
     const fd = openSync(path, 'r');
@@ -83,14 +97,20 @@ export class SegmentFiles {
     } catch {
       direct = undefined;
     }
-    f = { fd, direct };
+    f = { fd, direct, reading: 1 };
     this.open.set(path, f);
-    if (this.open.size > OPEN_FILES) {
-      const [oldest, g] = this.open.entries().next().value!;
-      this.open.delete(oldest);
-      closeFile(g);
-    }
+    this.evict();
     return f;
+  }
+
+  /** Closes the least recently used files beyond OPEN_FILES that no read is using. */
+  private evict(): void {
+    for (const [path, f] of this.open) {
+      if (this.open.size <= OPEN_FILES) return;
+      if (f.reading > 0) continue;
+      this.open.delete(path);
+      closeFile(f);
+    }
   }
 
   private take(): Promise<Buffer> {

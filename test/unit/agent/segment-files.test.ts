@@ -43,6 +43,25 @@ describe('SegmentFiles (a restore worker reading segment files, direct I/O where
     files.close();
   });
 
+  it('reads the right file when many more files are read at once than it keeps open', async () => {
+    const files = new SegmentFiles();
+    const paths = Array.from({ length: 40 }, (_, i) => {
+      const p = join(dir, `many-${i}.seg`);
+      writeFileSync(p, Buffer.alloc(10_000, i));
+      return p;
+    });
+    // 40 reads in flight over 2 buffers and at most 32 open files; each checks its own bytes
+    const reads = paths.map(async (p, i) => {
+      const r = await files.read(p, 100, 5000);
+      const right = r.bytes.every((x) => x === i);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      r.release();
+      return right;
+    });
+    expect((await Promise.all(reads)).every(Boolean)).toBe(true);
+    files.close();
+  });
+
   it('names a range past the end of the file (a truncated segment) and a missing file', async () => {
     const files = new SegmentFiles();
     await expect(files.read(path, data.length - 10, 20)).rejects.toThrow(/a\.seg: range .* past the end/);
