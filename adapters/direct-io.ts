@@ -26,7 +26,7 @@ const Wasm = (
  * off (node --jitless), a plain buffer: direct I/O from it is refused and callers write buffered.
  */
 export function alignedBuffer(bytes: number): Buffer {
-  if (!Wasm) return Buffer.allocUnsafeSlow(bytes);
+  if (!Wasm) return Buffer.alloc(bytes); // zeroed, as WebAssembly memory is
   return Buffer.from(new Wasm.Memory({ initial: Math.ceil(bytes / 65536) }).buffer, 0, bytes);
 }
 

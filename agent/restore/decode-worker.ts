@@ -93,8 +93,9 @@ export interface WorkerResult {
   readonly ioError?: string;
   /** Bytes this worker read from a segment file. */
   readonly readBytes?: number;
-  /** Reading the segment file failed. */
-  readError?: string;
+  /** Reading the segment file failed (`readErrorCode`: ENOENT when it is gone). */
+  readonly readError?: string;
+  readonly readErrorCode?: string;
 }
 
 const settings = workerData as DecodeSettings;
@@ -125,19 +126,19 @@ let current = 0;
 const scratch = alignedBuffer(GROUP * bs);
 const zeros = alignedBuffer(GROUP * bs);
 
-interface Answer {
-  result: WorkerResult;
-  readonly writes: Promise<void>[];
-}
-
-/** Decodes the request's blocks (the bytes of its ranged read) into the ring; resolves once each write has started. */
-async function decode(req: DecodeRequest, buf: Buffer): Promise<Answer> {
+/**
+ * Decodes the request's blocks (the bytes of its ranged read) into the ring; resolves once each
+ * write has started, adding the writes to `writes`.
+ */
+async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]): Promise<WorkerResult> {
   const damaged: DamagedBlocks[] = [];
-  const writes: Promise<void>[] = [];
   let written = 0;
-  const done = (failure?: WorkerResult['failure']): Answer => ({
-    result: { id: req.id, buf: req.buf, written, damaged, ...(failure ? { failure } : {}) },
-    writes,
+  const done = (failure?: WorkerResult['failure']): WorkerResult => ({
+    id: req.id,
+    buf: req.buf,
+    written,
+    damaged,
+    ...(failure ? { failure } : {}),
   });
   for (const run of req.runs) {
     let groupFirst = run.first;
@@ -193,7 +194,7 @@ async function decode(req: DecodeRequest, buf: Buffer): Promise<Answer> {
 }
 
 /** Reads the blocks and compares each with its identity. */
-async function compare(req: CompareRequest): Promise<Answer> {
+async function compare(req: CompareRequest): Promise<WorkerResult> {
   const ids = Buffer.from(req.identities);
   const differing: [number, number][] = [];
   for (let g = 0; g < req.count; g += GROUP) {
@@ -208,11 +209,11 @@ async function compare(req: CompareRequest): Promise<Answer> {
       else differing.push([i, i + 1]);
     }
   }
-  return { result: { id: req.id, written: 0, damaged: [], differing }, writes: [] };
+  return { id: req.id, written: 0, damaged: [], differing };
 }
 
 /** Reads the blocks and writes zeros over each group that is not all zero. */
-async function zero(req: ZeroRequest): Promise<Answer> {
+async function zero(req: ZeroRequest): Promise<WorkerResult> {
   let written = 0;
   for (let g = 0; g < req.count; g += GROUP) {
     const n = Math.min(GROUP, req.count - g);
@@ -222,7 +223,7 @@ async function zero(req: ZeroRequest): Promise<Answer> {
     await io.write(zeros, 0, bytes, (req.first + g) * bs);
     written += bytes;
   }
-  return { result: { id: req.id, written, damaged: [] }, writes: [] };
+  return { id: req.id, written, damaged: [] };
 }
 
 /** Decryption allocates each block's plaintext; a young collection after each request frees them (young-gc.ts). */
@@ -236,9 +237,12 @@ const files = new SegmentFiles();
  * read or write (a full disk, an I/O error) is reported and stops the restore.
  */
 let working = Promise.resolve();
+/** Requests decoded whose writes are still settling. */
+const answering = new Set<Promise<void>>();
 parentPort!.on('message', (req: WorkerRequest) => {
   if (req.kind === 'close') {
-    working = working.then(() => {
+    working = working.then(async () => {
+      await Promise.all(answering);
       files.close();
       parentPort!.postMessage({ id: req.id, written: 0, damaged: [] } satisfies WorkerResult);
     });
@@ -258,32 +262,37 @@ parentPort!.on('message', (req: WorkerRequest) => {
     ioError: (e as Error).message,
   });
   working = working.then(async () => {
-    let a: Answer;
     let loaded: Awaited<typeof loading>;
     try {
       loaded = await loading;
     } catch (e) {
-      answer({ id: req.id, written: 0, damaged: [], readError: (e as Error).message });
+      const code = (e as NodeJS.ErrnoException).code;
+      answer({ id: req.id, written: 0, damaged: [], readError: (e as Error).message, readErrorCode: code });
       return;
     }
+    // every write this request starts, so that it is answered only once all have settled
+    const writes: Promise<void>[] = [];
+    let result: WorkerResult;
     try {
       if (req.kind === 'decode') {
         const bytes = loaded ? loaded.bytes : Buffer.from(req.buf!, 0, req.length);
         try {
-          a = await decode(req, bytes);
+          result = await decode(req, bytes, writes);
         } finally {
           loaded?.release();
         }
-        if (loaded) a.result = { ...a.result, readBytes: req.length };
-      } else a = await (req.kind === 'compare' ? compare(req) : zero(req));
+        if (loaded) result = { ...result, readBytes: req.length };
+      } else result = await (req.kind === 'compare' ? compare(req) : zero(req));
     } catch (e) {
-      answer(failed(e));
-      return;
+      result = failed(e);
     }
     collectYoung?.();
-    Promise.all(a.writes).then(
-      () => answer(a.result),
-      (e: unknown) => answer({ ...a.result, ioError: (e as Error).message }),
-    );
+    // answered once its writes have settled, while the next request already decodes
+    const answered = Promise.allSettled(writes).then((settled) => {
+      const error = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+      answer(error && !result.ioError ? { ...result, ioError: (error.reason as Error).message } : result);
+    });
+    answering.add(answered);
+    void answered.finally(() => answering.delete(answered));
   });
 });

@@ -12,7 +12,9 @@
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
 import { openDirect } from '#adapters/direct-io.ts';
 import { forEachLimit } from '#core/concurrency.ts';
+import { NotFoundError } from '#core/errors.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
+import { segmentKey } from '#core/keys.ts';
 import type { PlanRange, RestorePlan } from '#core/restore-plan.ts';
 import { CorruptBlockError } from '#core/safe-reader.ts';
 import { WorkerPool } from '../worker-pool.ts';
@@ -142,7 +144,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   const submit = async (req: WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerResult> => {
     const r = await pool.submit(req, transfer);
     if (r.buf) free.push(r.buf);
-    if (r.ioError) throw new Error(`restore target ${work}: ${r.ioError}`);
+    if (r.ioError) throw new Error(`restoring into ${work}: ${r.ioError}`);
     written += r.written;
     return r;
   };
@@ -177,6 +179,13 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     let r: WorkerResult;
     if (file !== undefined) {
       r = await submit({ kind: 'decode', id: requests++, file, offset, length, runs, allowDamaged }, []);
+      if (r.readErrorCode === 'ENOENT') {
+        // gone since the plan was made (a compaction's garbage collection, or damage)
+        throw new NotFoundError(`segment ${segment} of safe ${head.safe}`, {
+          key: segmentKey(head.safe, segment),
+          path: file,
+        });
+      }
       if (r.readError) throw new Error(`segment ${segment}: ${r.readError}`);
       input.source.counted?.(r.readBytes ?? 0);
     } else {

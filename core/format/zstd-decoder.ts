@@ -30,6 +30,7 @@ export class ZstdDecoder {
     const room = Math.min(length + 1, out.length - offset);
     e._handle.writeSync(constants.ZSTD_e_end, input, 0, input.length, out, offset, room);
     if (e.errored) {
+      e.close();
       this.engine = newEngine();
       throw new ZstdDecodeError(e.errored.message);
     }
