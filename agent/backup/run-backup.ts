@@ -145,6 +145,9 @@ interface DeviceRun {
 export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<BackupResult> {
   const t0 = Date.now();
   const log = deps.log ?? (() => undefined);
+  // the safe's segments (for the dedup index) are listed while the safe is opened and read
+  const listing = listSegments(new SafeReader(deps.store, deps.safe));
+  listing.catch(() => undefined);
   const { keys } = await openSafe(deps, input);
   const reader = new SafeReader(deps.store, deps.safe, keys);
   const rps = await reader.listRps();
@@ -155,7 +158,7 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
 
   // dedup index: load, rebuild if missing, drop segments the safe no longer has
   const dedup = new DedupIndex(join(deps.stateDir, 'dedup.bin'));
-  const segments = await listSegments(reader);
+  const segments = await listing;
   if (!dedup.load()) {
     await rebuildDedupIndex(reader, dedup, segments);
     if (segments.size > 0) rebuiltState.push('dedup index');
@@ -209,6 +212,7 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
   });
   const ctsWriters: CtsWriter[] = [];
   const devices: ScannedDevice[] = [];
+  let finalDevices: ManifestDevice[] = [];
   let scannedBytes = 0;
   let changedBytes = 0;
   let hookError: unknown;
@@ -234,7 +238,11 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
     } finally {
       if (input.postSnapshot) await deps.runHook(input.postSnapshot).catch((e) => (hookError = e));
     }
+    // the block maps go up while the last segments finish; the manifest waits for both
+    const maps = writeBlockMaps(deps.store, deps.safe, rp, devices);
+    maps.catch(() => undefined);
     await packer.close();
+    finalDevices = await maps;
   } catch (e) {
     await packer.abort();
     for (const w of ctsWriters) await w.discard();
@@ -243,17 +251,9 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
     for (const r of runs) await r.old?.close();
   }
 
-  // block maps, then the manifest, strictly after every segment is durable
+  // the manifest, strictly after every segment and block map is durable
   let manifest: Manifest;
   try {
-    const finalDevices: ManifestDevice[] = [];
-    for (const { extents, ...d } of devices) {
-      const key = blockMapKey(deps.safe, rp, d.id);
-      const body = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents });
-      await deps.store.put(key, body);
-      const sha256 = createHash('sha256').update(body).digest('hex');
-      finalDevices.push({ ...d, blockMap: { key, bytes: body.length, sha256, extents: extents.length } });
-    }
     manifest = {
       format: 'cdp-manifest',
       version: FORMAT_VERSION,
@@ -288,6 +288,24 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
     );
   }
   return { rp, parent, manifest, rebuiltState };
+}
+
+/** Writes each device's block map for RP `rp`; returns the devices as the manifest lists them. */
+async function writeBlockMaps(
+  store: ObjectStore,
+  safe: string,
+  rp: number,
+  devices: readonly ScannedDevice[],
+): Promise<ManifestDevice[]> {
+  return Promise.all(
+    devices.map(async ({ extents, ...d }) => {
+      const key = blockMapKey(safe, rp, d.id);
+      const body = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents });
+      await store.put(key, body);
+      const sha256 = createHash('sha256').update(body).digest('hex');
+      return { ...d, blockMap: { key, bytes: body.length, sha256, extents: extents.length } };
+    }),
+  );
 }
 
 async function scanDevice(
