@@ -1,6 +1,6 @@
 /**
  * ObjectStore on an S3 prefix. The safe at `s3://bucket/safes/db1` holds the key
- * `safes/db1/<rest>` at `safes/db1/<rest>`; another prefix maps the same way. Uploads carry CRC32C
+ * `safes/db1/<rest>` at `safes/db1/<rest>`; another prefix maps the same way. Uploads carry SHA-256
  * checksums so S3 verifies them.
  *
  * Streamed objects (`openWriter`) are multipart uploads of `partSize` parts, at most `queueSize`
