@@ -5,7 +5,7 @@
  * naming device, block, RP and segment.
  */
 import type { SafeKeys } from './format/crypto.ts';
-import { FRAME_HEADER_BYTES, FrameError, readFrameHeader } from './format/frame.ts';
+import { FrameError, runFrameOffsets } from './format/frame.ts';
 import { decodeFrameAsync } from './format/frame-async.ts';
 import type { PlanRun } from './restore-plan.ts';
 import { CorruptBlockError } from './safe-reader.ts';
@@ -34,21 +34,7 @@ export async function decodeRunAsync(
   batch = 32,
 ): Promise<void> {
   const opts = { dataKey: keys?.dataKey, idKey: keys?.idKey };
-  const offsets: number[] = [];
-  let at = offset;
-  let headerError: string | undefined;
-  for (let i = 0; i < run.count; i++) {
-    try {
-      if (at >= buf.length) throw new FrameError('frame missing from the ranged read (truncated segment?)');
-      const h = readFrameHeader(buf, at);
-      offsets.push(at);
-      at += FRAME_HEADER_BYTES + h.payloadLength;
-    } catch (e) {
-      if (!(e instanceof FrameError)) throw e;
-      headerError = e.message;
-      break;
-    }
-  }
+  const { offsets, headerError } = runFrameOffsets(buf, offset, run.count);
   if (headerError !== undefined && !onDamaged) {
     throw new CorruptBlockError(headerError, { ...ctx, block: run.first + offsets.length });
   }

@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { alignedBuffer, DirectFile } from '#adapters/direct-io.ts';
 import { blockIdentity } from '#core/format/crypto.ts';
-import { decodeFrameInto, FRAME_HEADER_BYTES, FrameError, readFrameHeader } from '#core/format/frame.ts';
+import { decodeFrameInto, FrameError, runFrameOffsets } from '#core/format/frame.ts';
 import { ZstdDecoder } from '#core/format/zstd-decoder.ts';
 import { youngGc } from '../young-gc.ts';
 import { SegmentFiles } from './segment-files.ts';
@@ -156,25 +156,13 @@ async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]):
       bytes = 0;
       n = 0;
     };
-    let at = run.offset;
-    for (let k = 0; k < run.count; k++) {
+    const { offsets, headerError } = runFrameOffsets(buf, run.offset, run.count);
+    for (const [k, at] of offsets.entries()) {
       const block = run.first + k;
       if (n === GROUP) flush();
       if (n === 0) {
         await ring[current]!.writing;
         groupFirst = block;
-      }
-      let next: number;
-      try {
-        if (at >= buf.length) throw new FrameError('frame missing from the ranged read (truncated segment?)');
-        next = at + FRAME_HEADER_BYTES + readFrameHeader(buf, at).payloadLength;
-      } catch (e) {
-        // without a header the rest of the run cannot be found
-        if (!(e instanceof FrameError)) throw e;
-        flush();
-        if (!req.allowDamaged) return done({ block, reason: e.message });
-        damaged.push({ first: block, count: run.count - k, reason: e.message });
-        break;
       }
       try {
         decodeFrameInto(buf, at, ring[current]!.out, n * bs, plainLength(block), decoder, opts);
@@ -186,9 +174,14 @@ async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]):
         if (!req.allowDamaged) return done({ block, reason: e.message });
         damaged.push({ first: block, count: 1, reason: e.message });
       }
-      at = next;
     }
     flush();
+    if (headerError !== undefined) {
+      // without a header the rest of the run cannot be found
+      const block = run.first + offsets.length;
+      if (!req.allowDamaged) return done({ block, reason: headerError });
+      damaged.push({ first: block, count: run.count - offsets.length, reason: headerError });
+    }
   }
   return done();
 }

@@ -256,3 +256,29 @@ export function decodeFrameInto(
     throw new FrameError('checksum mismatch');
   return frameLength;
 }
+
+/**
+ * Where the frames of a run of `count` blocks lie in `buf` from `offset`, found by their headers.
+ * A header that is missing or unreadable ends the walk: `headerError` says why, and the blocks
+ * from `offsets.length` on cannot be found.
+ */
+export function runFrameOffsets(
+  buf: Uint8Array,
+  offset: number,
+  count: number,
+): { offsets: number[]; headerError?: string } {
+  const offsets: number[] = [];
+  let at = offset;
+  for (let i = 0; i < count; i++) {
+    try {
+      if (at >= buf.length) throw new FrameError('frame missing from the ranged read (truncated segment?)');
+      const h = readFrameHeader(buf, at);
+      offsets.push(at);
+      at += FRAME_HEADER_BYTES + h.payloadLength;
+    } catch (e) {
+      if (!(e instanceof FrameError)) throw e;
+      return { offsets, headerError: e.message };
+    }
+  }
+  return { offsets };
+}
