@@ -157,10 +157,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   const read = async (segment: string, offset: number, length: number): Promise<ArrayBuffer> => {
     let buf = free.pop();
     if (buf === undefined || buf.byteLength < length) buf = new ArrayBuffer(Math.max(length, READ_BUFFER));
-    const into = new Uint8Array(buf, 0, length);
-    const got = await input.source.range(segment, offset, length, into);
-    // a source may ignore `into` and return its own buffer
-    if (got.buffer !== buf || got.byteOffset !== 0) into.set(got);
+    await input.source.range(segment, offset, length, new Uint8Array(buf, 0, length));
     return buf;
   };
 

@@ -91,9 +91,9 @@ describe('an interrupted restore', () => {
       get fetchedBytes() {
         return flaky.fetchedBytes;
       },
-      range: (s: string, o: number, l: number) => {
+      range: (s: string, o: number, l: number, into?: Uint8Array) => {
         if (++calls > 1) throw new Error('network lost');
-        return flaky.range(s, o, l);
+        return flaky.range(s, o, l, into);
       },
       entries: (s: string) => flaky.entries(s),
     };
