@@ -25,6 +25,16 @@ function committed(
   };
 }
 
+/** Commits RPs 1, 2, 3 of `safe`, a chain made at minutes 0, 10 and 20. */
+async function commitThree(c: Catalog, safe: string): Promise<void> {
+  for (const [rp, m] of [
+    [1, 0],
+    [2, 10],
+    [3, 20],
+  ] as const)
+    await c.commitRp(committed(safe, rp, rp === 1 ? null : rp - 1, m));
+}
+
 export function catalogContract(name: string, make: () => Promise<Catalog>): void {
   describe(`Catalog contract: ${name}`, () => {
     it('commits atomically and idempotently, advancing the safe’s newest RP only forward', async () => {
@@ -50,12 +60,7 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
     it('finds the newest committed RP at or before a time', async () => {
       const c = await make();
       const safe = `c2-${Math.random().toString(36).slice(2, 8)}`;
-      for (const [rp, m] of [
-        [1, 0],
-        [2, 10],
-        [3, 20],
-      ] as const)
-        await c.commitRp(committed(safe, rp, rp === 1 ? null : rp - 1, m));
+      await commitThree(c, safe);
       expect((await c.rpAtOrBefore(safe, at(15)))?.rp).toBe(2);
       expect((await c.rpAtOrBefore(safe, at(10)))?.rp).toBe(2);
       expect((await c.rpAtOrBefore(safe, at(99)))?.rp).toBe(3);
@@ -151,12 +156,7 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
     it('records a generation once: expired RPs leave the committed set and the time index', async () => {
       const c = await make();
       const safe = `c8-${Math.random().toString(36).slice(2, 8)}`;
-      for (const [rp, m] of [
-        [1, 0],
-        [2, 10],
-        [3, 20],
-      ] as const)
-        await c.commitRp(committed(safe, rp, rp === 1 ? null : rp - 1, m));
+      await commitThree(c, safe);
       const retention = { last: 2, hourly: 0, daily: 1, weekly: 0, monthly: 0, locked: [1] };
       const g = { safe, generation: 1, upTo: 3, expired: [2], written: [], retention, at: at(30) };
       await c.recordGeneration(g);

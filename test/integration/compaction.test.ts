@@ -20,7 +20,7 @@ import { cloudEnv } from '../../scripts/localcloud/clients.ts';
 import { type Deployment, deployLocal } from '../../scripts/localcloud/deploy.ts';
 import type { InvokeServer } from '../../scripts/localcloud/invoke-server.ts';
 import { type LocalFunctions, startLocalFunctions } from '../../scripts/localcloud/local-functions.ts';
-import { agent } from '../support/agent-cli.ts';
+import { agent, remoteRestoreArgs } from '../support/agent-cli.ts';
 import { useLocalCloud } from '../support/local-cloud.ts';
 import { sha256 } from '../support/read-image.ts';
 
@@ -99,22 +99,7 @@ afterAll(async () => {
 
 const restore = (rp: string, to: string) =>
   agent(
-    [
-      'restore',
-      '--safe',
-      safe,
-      '--device',
-      'vol.img',
-      '--rp',
-      rp,
-      '--to',
-      to,
-      '--remote',
-      d.outputs[OUTPUTS.restoreFunction]!,
-      '--encrypt-key-file',
-      keyFile,
-      '--json',
-    ],
+    remoteRestoreArgs({ safe, device: 'vol.img', fn: d.outputs[OUTPUTS.restoreFunction]!, keyFile }, rp, to),
     env,
   );
 

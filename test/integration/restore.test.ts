@@ -15,7 +15,7 @@ import { cloudEnv } from '../../scripts/localcloud/clients.ts';
 import { type Deployment, deployLocal } from '../../scripts/localcloud/deploy.ts';
 import type { InvokeServer } from '../../scripts/localcloud/invoke-server.ts';
 import { type LocalFunctions, startLocalFunctions } from '../../scripts/localcloud/local-functions.ts';
-import { agent } from '../support/agent-cli.ts';
+import { agent, remoteRestoreArgs } from '../support/agent-cli.ts';
 import { useLocalCloud } from '../support/local-cloud.ts';
 import { sha256 } from '../support/read-image.ts';
 
@@ -73,23 +73,13 @@ afterAll(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
-const restoreArgs = (rp: string, to: string, ...more: string[]) => [
-  'restore',
-  '--safe',
-  safe,
-  '--device',
-  'vol.img',
-  '--rp',
-  rp,
-  '--to',
-  to,
-  '--remote',
-  d.outputs[OUTPUTS.restoreFunction]!,
-  '--encrypt-key-file',
-  keyFile,
-  '--json',
-  ...more,
-];
+const restoreArgs = (rp: string, to: string, ...more: string[]) =>
+  remoteRestoreArgs(
+    { safe, device: 'vol.img', fn: d.outputs[OUTPUTS.restoreFunction]!, keyFile },
+    rp,
+    to,
+    ...more,
+  );
 
 describe('cdp-agent restore --remote (restore function)', () => {
   it('restores each RP byte for byte, by number, time and latest', async () => {

@@ -32,3 +32,29 @@ export function startAgent(
 export async function agent(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return startAgent(args, env).done;
 }
+
+/** `cdp-agent restore --remote` of one device of an encrypted safe, with `--json` (and `more`). */
+export function remoteRestoreArgs(
+  o: { safe: string; device: string; fn: string; keyFile: string },
+  rp: string,
+  to: string,
+  ...more: string[]
+): string[] {
+  return [
+    'restore',
+    '--safe',
+    o.safe,
+    '--device',
+    o.device,
+    '--rp',
+    rp,
+    '--to',
+    to,
+    '--remote',
+    o.fn,
+    '--encrypt-key-file',
+    o.keyFile,
+    '--json',
+    ...more,
+  ];
+}
