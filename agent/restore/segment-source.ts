@@ -48,17 +48,11 @@ export class StoreSource implements SegmentSource {
     return this.reader.segmentEntries(segment);
   }
   localFile(segment: string): string | undefined {
-    const s = this.reader.store as Partial<FileStore>;
-    return s.filePath?.(segmentKey(this.reader.safe, segment));
+    return this.reader.store.filePath?.(segmentKey(this.reader.safe, segment));
   }
   counted(bytes: number): void {
     this.counter.bytes += bytes;
   }
-}
-
-/** A store whose objects are files (FsObjectStore; countingStore passes it on). */
-interface FileStore {
-  filePath(key: string): string;
 }
 
 export class UrlFetchError extends Error {}
@@ -145,9 +139,7 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
       return b;
     },
     head: (k) => store.head(k),
-    ...((store as Partial<FileStore>).filePath
-      ? { filePath: (k: string) => (store as unknown as FileStore).filePath(k) }
-      : {}),
+    ...(store.filePath ? { filePath: (k: string) => store.filePath!(k) } : {}),
     put: (k, b) => store.put(k, b),
     putIfAbsent: (k, b) => store.putIfAbsent(k, b),
     list: (p) => store.list(p),

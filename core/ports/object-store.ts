@@ -37,5 +37,7 @@ export interface ObjectStore {
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;
   list(prefix: string): Promise<ObjectInfo[]>;
   openWriter(key: string): ObjectWriter;
+  /** The local file holding `key`, for stores of files (a restore's workers read those directly). */
+  filePath?(key: string): string;
   delete(key: string): Promise<void>;
 }
