@@ -29,11 +29,6 @@ export class StagedFileWriter {
     this.file = new DirectFile(fh.fd, direct?.fd);
   }
 
-  /** Bytes written so far (staged or on their way). */
-  get size(): number {
-    return this.position + this.staged;
-  }
-
   async write(chunks: readonly Uint8Array[]): Promise<void> {
     for (const chunk of chunks) {
       for (let at = 0; at < chunk.length; ) {

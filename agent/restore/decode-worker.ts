@@ -91,8 +91,6 @@ export interface WorkerResult {
   readonly differing?: [number, number][];
   /** Reading or writing the target failed (a full disk, an I/O error). */
   readonly ioError?: string;
-  /** Bytes this worker read from a segment file. */
-  readonly readBytes?: number;
   /** Reading the segment file failed (`readErrorCode`: ENOENT when it is gone). */
   readonly readError?: string;
   readonly readErrorCode?: string;
@@ -274,7 +272,6 @@ parentPort!.on('message', (req: WorkerRequest) => {
         } finally {
           loaded?.release();
         }
-        if (loaded) result = { ...result, readBytes: req.length };
       } else result = await (req.kind === 'compare' ? compare(req) : zero(req));
     } catch (e) {
       result = failed(e);

@@ -184,7 +184,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
         });
       }
       if (r.readError) throw new Error(`segment ${segment}: ${r.readError}`);
-      input.source.counted?.(r.readBytes ?? 0);
+      input.source.counted?.(length);
     } else {
       const buf = await read(segment, offset, length);
       r = await submit({ kind: 'decode', id: requests++, buf, length, runs, allowDamaged }, [buf]);
