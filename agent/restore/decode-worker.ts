@@ -120,9 +120,15 @@ const ring = Array.from({ length: 3 }, () => ({
   writing: Promise.resolve(),
 }));
 let current = 0;
-/** Target blocks read for comparison. */
-const scratch = alignedBuffer(GROUP * bs);
-const zeros = alignedBuffer(GROUP * bs);
+/** Target blocks read for comparison, and zeros to write over holes. */
+let scratch: Buffer | undefined;
+let zeros: Buffer | undefined;
+/** The buffers a delta restore needs (to read target blocks, and to zero them), made on first use. */
+const deltaBuffers = (): { scratch: Buffer; zeros: Buffer } => {
+  scratch ??= alignedBuffer(GROUP * bs);
+  zeros ??= alignedBuffer(GROUP * bs);
+  return { scratch, zeros };
+};
 
 /**
  * Decodes the request's blocks (the bytes of its ranged read) into the ring; resolves once each
@@ -186,6 +192,7 @@ async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]):
 
 /** Reads the blocks and compares each with its identity. */
 async function compare(req: CompareRequest): Promise<WorkerResult> {
+  const { scratch } = deltaBuffers();
   const ids = Buffer.from(req.identities);
   const differing: [number, number][] = [];
   for (let g = 0; g < req.count; g += GROUP) {
@@ -205,6 +212,7 @@ async function compare(req: CompareRequest): Promise<WorkerResult> {
 
 /** Reads the blocks and writes zeros over each group that is not all zero. */
 async function zero(req: ZeroRequest): Promise<WorkerResult> {
+  const { scratch, zeros } = deltaBuffers();
   let written = 0;
   for (let g = 0; g < req.count; g += GROUP) {
     const n = Math.min(GROUP, req.count - g);
@@ -220,7 +228,12 @@ async function zero(req: ZeroRequest): Promise<WorkerResult> {
 /** Decryption allocates each block's plaintext; a young collection after each request frees them (young-gc.ts). */
 const collectYoung = opts.dataKey ? youngGc() : undefined;
 
-const files = new SegmentFiles();
+/** A directory safe's segment files, opened (with their read buffers) on the first read. */
+let segmentFiles: SegmentFiles | undefined;
+const files = (): SegmentFiles => {
+  segmentFiles ??= new SegmentFiles();
+  return segmentFiles;
+};
 
 /**
  * Requests run one after another, each answered once its writes are done; the read of a
@@ -234,14 +247,14 @@ parentPort!.on('message', (req: WorkerRequest) => {
   if (req.kind === 'close') {
     working = working.then(async () => {
       await Promise.all(answering);
-      files.close();
+      segmentFiles?.close();
       parentPort!.postMessage({ id: req.id, written: 0, damaged: [] } satisfies WorkerResult);
     });
     return;
   }
   const loading =
     req.kind === 'decode' && req.file !== undefined
-      ? files.read(req.file, req.offset ?? 0, req.length)
+      ? files().read(req.file, req.offset ?? 0, req.length)
       : undefined;
   loading?.catch(() => undefined);
   const answer = (r: WorkerResult): void => parentPort!.postMessage(r, r.buf ? [r.buf] : []);
