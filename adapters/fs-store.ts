@@ -17,10 +17,10 @@ import {
   unlink,
 } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { viewOf } from '#core/bytes.ts';
+import { noChunks, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
-import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
+import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
 import { openDirect } from './direct-io.ts';
 import { StagedFileWriter } from './staged-file-writer.ts';
 
@@ -86,6 +86,45 @@ export class FsObjectStore implements ObjectStore {
         got += bytesRead;
       }
       return buf;
+    } finally {
+      await h.close();
+    }
+  }
+
+  async getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
+    let h: FileHandle;
+    try {
+      h = await open(this.path(key), 'r');
+    } catch (e) {
+      if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
+      throw e;
+    }
+    if (length === 0) {
+      await h.close();
+      return noChunks();
+    }
+    return h.createReadStream({ start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 });
+  }
+
+  async getTail(key: string, length: number): Promise<ObjectTail> {
+    let h: FileHandle;
+    try {
+      h = await open(this.path(key), 'r');
+    } catch (e) {
+      if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
+      throw e;
+    }
+    try {
+      const { size } = await h.stat();
+      const n = Math.min(length, size);
+      const bytes = Buffer.allocUnsafe(n);
+      let got = 0;
+      while (got < n) {
+        const { bytesRead } = await h.read(bytes, got, n - got, size - n + got);
+        if (bytesRead === 0) throw new Error(`${key}: shrank while reading its last ${n} bytes`);
+        got += bytesRead;
+      }
+      return { bytes, size };
     } finally {
       await h.close();
     }

@@ -27,10 +27,10 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { readStreamInto, viewOf } from '#core/bytes.ts';
+import { noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
-import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
+import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
 
 export interface S3StoreOptions {
   /** Multipart part size (S3's minimum is 5 MiB). @default 5 MiB */
@@ -130,6 +130,41 @@ export class S3ObjectStore implements ObjectStore {
     const b = await this.getBody(key, `bytes=${offset}-${offset + length - 1}`, into && viewOf(into, length));
     if (b.length !== length) throw new Error(`${key}: range ${offset}+${length} returned ${b.length} bytes`);
     return b;
+  }
+
+  async getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
+    if (length === 0) return noChunks();
+    try {
+      const r = await this.s3.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          Range: `bytes=${offset}-${offset + length - 1}`,
+        }),
+      );
+      return r.Body as AsyncIterable<Uint8Array>;
+    } catch (e) {
+      if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
+      throw e;
+    }
+  }
+
+  async getTail(key: string, length: number): Promise<ObjectTail> {
+    try {
+      const r = await this.s3.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=-${length}` }),
+      );
+      const bytes = Buffer.from(await r.Body!.transformToByteArray());
+      // "bytes <first>-<last>/<size>"; without it the whole (short) object came back
+      const total = /\/(\d+)$/.exec(r.ContentRange ?? '')?.[1];
+      return { bytes, size: total === undefined ? bytes.length : Number(total) };
+    } catch (e) {
+      if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
+      // S3 answers a suffix range on an empty object with 416
+      if ((e as S3ServiceException).$metadata?.httpStatusCode === 416)
+        return { bytes: Buffer.alloc(0), size: 0 };
+      throw e;
+    }
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

@@ -22,7 +22,7 @@ import { runRestore } from '../agent/restore/run-restore.ts';
 import { StoreSource } from '../agent/restore/segment-source.ts';
 import { compactSafe } from '../core/compaction/compact.ts';
 import type { StoredPolicy } from '../core/format/generation.ts';
-import type { ObjectInfo, ObjectStore, ObjectWriter } from '../core/ports/object-store.ts';
+import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '../core/ports/object-store.ts';
 import { planRetention } from '../core/retention.ts';
 import { SafeReader } from '../core/safe-reader.ts';
 import { makeImage, mutateImage } from './images.ts';
@@ -54,6 +54,14 @@ export class CountingStore implements ObjectStore {
   getRange(key: string, o: number, l: number, into?: Uint8Array): Promise<Buffer> {
     this.n('GET');
     return this.inner.getRange(key, o, l, into);
+  }
+  getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
+    this.n('GET');
+    return this.inner.getStream(key, offset, length);
+  }
+  getTail(key: string, length: number): Promise<ObjectTail> {
+    this.n('GET');
+    return this.inner.getTail(key, length);
   }
   head(key: string): Promise<ObjectInfo | undefined> {
     this.n('HEAD');

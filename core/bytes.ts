@@ -26,3 +26,60 @@ export async function readStreamInto(
   if (at !== into.length) throw new Error(`${what}: got ${at} bytes, asked ${into.length} (truncated?)`);
   return into;
 }
+
+/**
+ * Takes a stream of chunks apart into consecutive pieces of chosen lengths (the ranges of one
+ * streamed read), copying each piece into a caller's buffer as its bytes arrive.
+ */
+export class ByteCursor {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private readonly what: string;
+  private chunk: Uint8Array = new Uint8Array(0);
+  private at = 0;
+  /** Bytes consumed so far (filled or skipped). */
+  position = 0;
+
+  constructor(chunks: AsyncIterable<Uint8Array>, what: string) {
+    this.it = chunks[Symbol.asyncIterator]();
+    this.what = what;
+  }
+
+  private async next(): Promise<void> {
+    const r = await this.it.next();
+    if (r.done) throw new Error(`${this.what}: the stream ended after ${this.position} bytes (truncated?)`);
+    this.chunk = r.value;
+    this.at = 0;
+  }
+
+  /** Fills `into` completely with the stream's next bytes. */
+  async fill(into: Uint8Array): Promise<void> {
+    let got = 0;
+    while (got < into.byteLength) {
+      if (this.at === this.chunk.byteLength) await this.next();
+      const n = Math.min(into.byteLength - got, this.chunk.byteLength - this.at);
+      into.set(this.chunk.subarray(this.at, this.at + n), got);
+      this.at += n;
+      got += n;
+      this.position += n;
+    }
+  }
+
+  /** Passes over the stream's next `n` bytes. */
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      if (this.at === this.chunk.byteLength) await this.next();
+      const k = Math.min(n, this.chunk.byteLength - this.at);
+      this.at += k;
+      n -= k;
+      this.position += k;
+    }
+  }
+
+  /** Ends the read early (the rest of the stream is not needed). */
+  async close(): Promise<void> {
+    await this.it.return?.();
+  }
+}
+
+/** A stream of no chunks (a read of zero bytes). */
+export async function* noChunks(): AsyncGenerator<Uint8Array> {}

@@ -193,3 +193,45 @@ export async function planPage(
     stats: { dataBlocks, rangeBytes },
   };
 }
+
+/**
+ * Groups a page's ranges into streamed reads: ranges of one segment, in increasing offset order,
+ * join one read when the bytes between them are at most `maxGap` and the read stays within
+ * `maxBytes`. Against S3 a whole segment then costs one request instead of one per range
+ * (fewer requests; an emulator that copies the whole object for each ranged GET gains most).
+ * Every range is in exactly one span; a span's ranges are in offset order.
+ */
+export function streamSpans(
+  ranges: readonly PlanRange[],
+  maxGap = 256 * 1024,
+  maxBytes = 64 * 1024 * 1024,
+): PlanRange[][] {
+  const bySegment = new Map<string, PlanRange[]>();
+  for (const r of ranges) {
+    const list = bySegment.get(r.segment);
+    if (list) list.push(r);
+    else bySegment.set(r.segment, [r]);
+  }
+  const spans: PlanRange[][] = [];
+  for (const list of bySegment.values()) {
+    list.sort((a, b) => a.offset - b.offset);
+    let span: PlanRange[] = [];
+    for (const r of list) {
+      const head = span[0];
+      const tail = span[span.length - 1];
+      const joins =
+        head !== undefined &&
+        tail !== undefined &&
+        r.offset >= tail.offset + tail.length &&
+        r.offset - (tail.offset + tail.length) <= maxGap &&
+        r.offset + r.length - head.offset <= maxBytes;
+      if (!joins && span.length > 0) {
+        spans.push(span);
+        span = [];
+      }
+      span.push(r);
+    }
+    if (span.length > 0) spans.push(span);
+  }
+  return spans;
+}

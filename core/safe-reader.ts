@@ -18,10 +18,11 @@ import {
 import { decodeManifest, decodeSafeConfig, type Manifest, type SafeConfig } from './format/manifest.ts';
 import {
   parseSegmentIndex,
-  parseSegmentTrailer,
+  SEGMENT_FOOTER_READ,
   SEGMENT_TRAILER_BYTES,
   type SegmentEntry,
   type SegmentTrailer,
+  splitSegmentFooter,
 } from './format/segment.ts';
 import {
   blockMapKey,
@@ -33,7 +34,7 @@ import {
   safeConfigKey,
   segmentKey,
 } from './keys.ts';
-import type { ObjectStore } from './ports/object-store.ts';
+import type { ObjectStore, ObjectTail } from './ports/object-store.ts';
 
 export class CorruptBlockError extends CdpError {
   constructor(
@@ -295,28 +296,34 @@ export class SafeReader {
     return p;
   }
 
-  /** A segment's size and trailer (frame count, index place): one HEAD and one 32-byte read, not cached. */
+  /** A segment's size and trailer (frame count, index place): one 32-byte read from its end, not cached. */
   async segmentTrailer(segment: string): Promise<{ size: number; trailer: SegmentTrailer }> {
-    const key = segmentKey(this.safe, segment);
-    const info = await this.store.head(key);
-    if (!info) throw new SafeFormatError(`segment ${segment} is missing`, { key, segment });
+    const { key, tail } = await this.segmentTail(segment, SEGMENT_TRAILER_BYTES);
     try {
-      const trailer = parseSegmentTrailer(
-        await this.store.getRange(key, info.size - SEGMENT_TRAILER_BYTES, SEGMENT_TRAILER_BYTES),
-        info.size,
-      );
-      return { size: info.size, trailer };
+      return { size: tail.size, trailer: splitSegmentFooter(tail.bytes, tail.size).trailer };
     } catch (e) {
       throw new SafeFormatError(`segment ${segment}: ${(e as Error).message}`, { key, segment });
     }
   }
 
-  private async readFooter(segment: string): Promise<SegmentEntry[]> {
+  private async segmentTail(segment: string, length: number): Promise<{ key: string; tail: ObjectTail }> {
     const key = segmentKey(this.safe, segment);
-    const { trailer } = await this.segmentTrailer(segment);
     try {
+      return { key, tail: await this.store.getTail(key, length) };
+    } catch (e) {
+      if (e instanceof NotFoundError)
+        throw new SafeFormatError(`segment ${segment} is missing`, { key, segment });
+      throw e;
+    }
+  }
+
+  /** The trailer and index in one read from the segment's end (a second only for a huge index). */
+  private async readFooter(segment: string): Promise<SegmentEntry[]> {
+    const { key, tail } = await this.segmentTail(segment, SEGMENT_FOOTER_READ);
+    try {
+      const { trailer, index } = splitSegmentFooter(tail.bytes, tail.size);
       return parseSegmentIndex(
-        await this.store.getRange(key, trailer.indexOffset, trailer.indexLength),
+        index ?? (await this.store.getRange(key, trailer.indexOffset, trailer.indexLength)),
         trailer,
       );
     } catch (e) {

@@ -11,13 +11,15 @@
  */
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
 import { openDirect } from '#adapters/direct-io.ts';
+import { ByteCursor } from '#core/bytes.ts';
 import { forEachLimit } from '#core/concurrency.ts';
 import { NotFoundError } from '#core/errors.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
 import { segmentKey } from '#core/keys.ts';
-import type { PlanRange, RestorePlan } from '#core/restore-plan.ts';
+import { type PlanRange, type RestorePlan, streamSpans } from '#core/restore-plan.ts';
 import { CorruptBlockError } from '#core/safe-reader.ts';
 import { WorkerPool } from '../worker-pool.ts';
+import { BufferPool } from './buffer-pool.ts';
 import type { DecodeRun, DecodeSettings, WorkerRequest, WorkerResult } from './decode-worker.ts';
 import type { SegmentSource } from './segment-source.ts';
 
@@ -66,6 +68,8 @@ export interface RestoreResult {
 const ZERO_BLOCKS = 1024;
 /** Read buffers hold a plan's largest ranged read (core/restore-plan.ts maxRangeBytes). */
 const READ_BUFFER = 8 * 1024 * 1024;
+/** Times a streamed read is opened before its error ends the restore. */
+const STREAM_ATTEMPTS = 3;
 
 /** Suffix of a new file while it is being restored; renamed to the target name when complete. */
 export const PARTIAL_SUFFIX = '.cdp-partial';
@@ -142,22 +146,29 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   let requests = 0;
   /** Sends a request to a worker; a failed read or write of the target ends the restore. */
   const submit = async (req: WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerResult> => {
-    const r = await pool.submit(req, transfer);
-    if (r.buf) free.push(r.buf);
+    let r: WorkerResult;
+    try {
+      r = await pool.submit(req, transfer);
+    } catch (e) {
+      if (req.kind === 'decode' && req.buf) buffers.lost();
+      throw e;
+    }
+    if (r.buf) buffers.give(r.buf);
     if (r.ioError) throw new Error(`restoring into ${work}: ${r.ioError}`);
     written += r.written;
     return r;
   };
 
-  /**
-   * Read buffers, reused: each goes to a worker with its read and comes back with the answer, so
-   * a restore touches `parallel` buffers' worth of memory however large the device.
-   */
-  const free: ArrayBuffer[] = [];
+  /** Read buffers (for reads this thread makes), each moved to a worker with its bytes and back. */
+  const buffers = new BufferPool(parallel + 2, READ_BUFFER);
   const read = async (segment: string, offset: number, length: number): Promise<ArrayBuffer> => {
-    let buf = free.pop();
-    if (buf === undefined || buf.byteLength < length) buf = new ArrayBuffer(Math.max(length, READ_BUFFER));
-    await input.source.range(segment, offset, length, new Uint8Array(buf, 0, length));
+    const buf = await buffers.take(length);
+    try {
+      await input.source.range(segment, offset, length, new Uint8Array(buf, 0, length));
+    } catch (e) {
+      buffers.give(buf);
+      throw e;
+    }
     return buf;
   };
 
@@ -171,11 +182,20 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     length: number,
     runs: readonly DecodeRun[],
   ): Promise<void> => {
-    const allowDamaged = input.allowDamaged === true;
     const file = input.source.localFile?.(segment);
-    let r: WorkerResult;
     if (file !== undefined) {
-      r = await submit({ kind: 'decode', id: requests++, file, offset, length, runs, allowDamaged }, []);
+      const r = await submit(
+        {
+          kind: 'decode',
+          id: requests++,
+          file,
+          offset,
+          length,
+          runs,
+          allowDamaged: input.allowDamaged === true,
+        },
+        [],
+      );
       if (r.readErrorCode === 'ENOENT') {
         // gone since the plan was made (a compaction's garbage collection, or damage)
         throw new NotFoundError(`segment ${segment} of safe ${head.safe}`, {
@@ -185,10 +205,26 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
       }
       if (r.readError) throw new Error(`segment ${segment}: ${r.readError}`);
       input.source.counted?.(length);
-    } else {
-      const buf = await read(segment, offset, length);
-      r = await submit({ kind: 'decode', id: requests++, buf, length, runs, allowDamaged }, [buf]);
+      return decoded(segment, r);
     }
+    return decodeBuffer(segment, await read(segment, offset, length), length, runs);
+  };
+
+  /** A worker decodes `runs` from the `length` bytes read into `buf`, checks and writes them. */
+  const decodeBuffer = async (
+    segment: string,
+    buf: ArrayBuffer,
+    length: number,
+    runs: readonly DecodeRun[],
+  ): Promise<void> => {
+    const allowDamaged = input.allowDamaged === true;
+    decoded(
+      segment,
+      await submit({ kind: 'decode', id: requests++, buf, length, runs, allowDamaged }, [buf]),
+    );
+  };
+
+  const decoded = (segment: string, r: WorkerResult): void => {
     for (const d of r.damaged) damaged.push({ ...d, segment });
     if (r.failure) {
       throw new CorruptBlockError(r.failure.reason, {
@@ -201,11 +237,72 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     }
   };
 
-  const fullRange = async (range: PlanRange): Promise<void> => {
-    await fetchAndWrite(range.segment, range.offset, range.length, range.runs);
+  const counted = (range: PlanRange): void => {
     const count = range.runs.reduce((n, run) => n + run.count, 0);
     dataBlocks += count;
     progress(count * blockSize);
+  };
+
+  /**
+   * Ranges of one segment read with one streamed request (core/restore-plan.ts streamSpans): each
+   * range goes to a worker as soon as its bytes have arrived. A stream that breaks is opened again
+   * from the first range not yet read, a few times.
+   */
+  const streamSpan = async (span: readonly PlanRange[]): Promise<void> => {
+    const segment = span[0]!.segment;
+    const last = span[span.length - 1]!;
+    const decoding: Promise<void>[] = [];
+    let next = 0;
+    let failures = 0;
+    let streamError: unknown;
+    try {
+      while (next < span.length) {
+        const start = span[next]!.offset;
+        let cursor: ByteCursor | undefined;
+        try {
+          const chunks = await input.source.stream(segment, start, last.offset + last.length - start);
+          cursor = new ByteCursor(chunks, `segment ${segment} from ${start}`);
+          for (; next < span.length; next++) {
+            const range = span[next]!;
+            await cursor.skip(range.offset - start - cursor.position);
+            const buf = await buffers.take(range.length);
+            try {
+              await cursor.fill(new Uint8Array(buf, 0, range.length));
+            } catch (e) {
+              buffers.give(buf);
+              throw e;
+            }
+            const p = decodeBuffer(segment, buf, range.length, range.runs).then(() => counted(range));
+            p.catch(() => undefined); // awaited below
+            decoding.push(p);
+          }
+        } catch (e) {
+          if (e instanceof NotFoundError || ++failures >= STREAM_ATTEMPTS) throw e;
+        } finally {
+          await cursor?.close().catch(() => undefined);
+        }
+      }
+    } catch (e) {
+      streamError = e;
+    }
+    // every decode settles before this span ends, in success or failure
+    const failed = (await Promise.allSettled(decoding)).find((x) => x.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (streamError !== undefined) throw streamError;
+  };
+
+  /** A new target: local segment files range by range (workers read them), remote ones streamed. */
+  const fullPage = async (page: RestorePlan): Promise<void> => {
+    const local = page.ranges.filter((r) => input.source.localFile?.(r.segment) !== undefined);
+    const remote = page.ranges.filter((r) => input.source.localFile?.(r.segment) === undefined);
+    const units: (() => Promise<void>)[] = [
+      ...local.map((r) => async () => {
+        await fetchAndWrite(r.segment, r.offset, r.length, r.runs);
+        counted(r);
+      }),
+      ...streamSpans(remote).map((span) => () => streamSpan(span)),
+    ];
+    await forEachLimit(units, parallel, (unit) => unit());
   };
 
   /** Delta mode: a worker compares the target's blocks with the RP's; only differing ones are fetched. */
@@ -257,7 +354,8 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
 
   try {
     for (let page: RestorePlan | undefined = head; page; ) {
-      await forEachLimit(page.ranges, parallel, delta ? deltaRange : fullRange);
+      if (delta) await forEachLimit(page.ranges, parallel, deltaRange);
+      else await fullPage(page);
       if (delta) await zeroHoles(page);
       const next = await it.next();
       page = next.done ? undefined : next.value;

@@ -4,12 +4,13 @@
  * restoring host then needs no read access to the bucket).
  */
 
-import { readStreamInto, viewOf } from '#core/bytes.ts';
+import { noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
 import {
   parseSegmentIndex,
-  parseSegmentTrailer,
+  SEGMENT_FOOTER_READ,
   SEGMENT_TRAILER_BYTES,
   type SegmentEntry,
+  splitSegmentFooter,
 } from '#core/format/segment.ts';
 import { segmentKey } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
@@ -20,6 +21,11 @@ export interface SegmentSource {
   readonly fetchedBytes: number;
   /** `length` bytes at `offset` of the segment; read into `into` when given (at least `length` bytes). */
   range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
+  /**
+   * `length` bytes at `offset` as one streamed read (consecutive ranges of a segment in one
+   * request); the stream may end short, which its reader reports.
+   */
+  stream(segment: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>>;
   /** The segment's footer index (for delta restore). */
   entries(segment: string): Promise<SegmentEntry[]>;
   /**
@@ -44,6 +50,9 @@ export class StoreSource implements SegmentSource {
   range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     return this.reader.store.getRange(segmentKey(this.reader.safe, segment), offset, length, into);
   }
+  stream(segment: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
+    return this.reader.store.getStream(segmentKey(this.reader.safe, segment), offset, length);
+  }
   entries(segment: string): Promise<SegmentEntry[]> {
     return this.reader.segmentEntries(segment);
   }
@@ -55,7 +64,24 @@ export class StoreSource implements SegmentSource {
   }
 }
 
-export class UrlFetchError extends Error {}
+/** A ranged read fails when its server sends nothing for this long (and is retried). */
+const READ_TIMEOUT_MS = 120_000;
+
+export class UrlFetchError extends Error {
+  /** Not worth retrying (the server refused the request itself). */
+  readonly final: boolean;
+  constructor(message: string, final = false) {
+    super(message);
+    this.final = final;
+  }
+}
+
+/** A segment's size as its trailer states it (the index's place and length end at the trailer). */
+function sizeFromTrailer(tail: Buffer): number {
+  if (tail.length < SEGMENT_TRAILER_BYTES) return tail.length;
+  const t = tail.subarray(tail.length - SEGMENT_TRAILER_BYTES);
+  return Number(t.readBigUInt64LE(0)) + t.readUInt32LE(8) + SEGMENT_TRAILER_BYTES;
+}
 
 /** Segment reads through presigned URLs, with retries; `urlOf` gives the current URL of a segment. */
 export class UrlSource implements SegmentSource {
@@ -66,35 +92,110 @@ export class UrlSource implements SegmentSource {
     this.urlOf = urlOf;
   }
 
-  private async get(segment: string, range: string, into?: Buffer): Promise<Buffer> {
+  /** Runs `f` up to 5 times, backing off, until it succeeds or fails for good (an HTTP 4xx). */
+  private async retried<T>(f: () => Promise<T>): Promise<T> {
     let last: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
       try {
-        const res = await fetch(this.urlOf(segment), {
-          headers: { Range: range },
-          signal: AbortSignal.timeout(120_000),
-        });
-        if (res.status === 206 || res.status === 200) {
-          const b =
-            into && res.body
-              ? await readStreamInto(res.body, into, `segment ${segment} ${range}`)
-              : Buffer.from(await res.arrayBuffer());
-          this.fetchedBytes += b.length;
-          return b;
-        }
-        const body = await res.text();
-        last = new UrlFetchError(`segment ${segment} ${range}: HTTP ${res.status} ${body.slice(0, 200)}`);
-        if (res.status < 500 && res.status !== 429) break;
+        return await f();
       } catch (e) {
         last = e;
+        if (e instanceof UrlFetchError && e.final) break;
       }
     }
     throw last instanceof Error ? last : new UrlFetchError(String(last));
   }
 
+  /** The response to a ranged GET of the segment's URL, once it has answered 200 or 206. */
+  private async respond(
+    segment: string,
+    range: string,
+    signal: AbortSignal = AbortSignal.timeout(READ_TIMEOUT_MS),
+  ): Promise<Response> {
+    const res = await fetch(this.urlOf(segment), { headers: { Range: range }, signal });
+    if (res.status === 206 || res.status === 200) return res;
+    const body = await res.text();
+    throw new UrlFetchError(
+      `segment ${segment} ${range}: HTTP ${res.status} ${body.slice(0, 200)}`,
+      res.status < 500 && res.status !== 429,
+    );
+  }
+
+  private get(segment: string, range: string, into?: Buffer): Promise<{ bytes: Buffer; size?: number }> {
+    return this.retried(async () => {
+      const res = await this.respond(segment, range);
+      const b =
+        into && res.body
+          ? await readStreamInto(res.body, into, `segment ${segment} ${range}`)
+          : Buffer.from(await res.arrayBuffer());
+      this.fetchedBytes += b.length;
+      // "bytes <first>-<last>/<size>"; a 200 is the whole object
+      const total = /\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1];
+      return {
+        bytes: b,
+        size: total !== undefined ? Number(total) : res.status === 200 ? b.length : undefined,
+      };
+    });
+  }
+
+  async stream(segment: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
+    if (length === 0) return noChunks();
+    const range = `bytes=${offset}-${offset + length - 1}`;
+    // a long read is not timed as a whole: it fails when no byte arrives for READ_TIMEOUT_MS
+    let stalled = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const quiet = (): void => {
+      clearTimeout(timer);
+      const c = stalled;
+      timer = setTimeout(
+        () =>
+          c.abort(
+            new UrlFetchError(`segment ${segment} ${range}: nothing arrived for ${READ_TIMEOUT_MS} ms`),
+          ),
+        READ_TIMEOUT_MS,
+      );
+    };
+    let res: Response;
+    try {
+      res = await this.retried(async () => {
+        stalled = new AbortController();
+        quiet();
+        const r = await this.respond(segment, range, stalled.signal);
+        if (r.status === 200 && offset > 0) {
+          await r.body?.cancel();
+          throw new UrlFetchError(`segment ${segment} ${range}: the server ignored the range`, true);
+        }
+        return r;
+      });
+    } catch (e) {
+      clearTimeout(timer);
+      throw e;
+    }
+    const body = res.body;
+    const count = (n: number): void => {
+      this.fetchedBytes += n;
+    };
+    return (async function* () {
+      try {
+        if (!body) return;
+        for await (const c of body) {
+          quiet();
+          count(c.byteLength);
+          yield c;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+  }
+
   async range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
-    const b = await this.get(segment, `bytes=${offset}-${offset + length - 1}`, into && viewOf(into, length));
+    const { bytes: b } = await this.get(
+      segment,
+      `bytes=${offset}-${offset + length - 1}`,
+      into && viewOf(into, length),
+    );
     if (b.length !== length) {
       throw new UrlFetchError(
         `segment ${segment}: asked ${length} bytes at ${offset}, got ${b.length} (truncated?)`,
@@ -107,13 +208,12 @@ export class UrlSource implements SegmentSource {
     let p = this.footers.get(segment);
     if (!p) {
       p = (async () => {
-        const t = await this.get(segment, `bytes=-${SEGMENT_TRAILER_BYTES}`);
-        // the trailer says where the index is and, with its own offset, how long the segment is
-        const indexOffset = Number(t.readBigUInt64LE(0));
-        const size = indexOffset + t.readUInt32LE(8) + SEGMENT_TRAILER_BYTES;
-        const trailer = parseSegmentTrailer(t, size);
+        // one read from the end: the trailer and, for a segment of ordinary size, its whole index
+        const t = await this.get(segment, `bytes=-${SEGMENT_FOOTER_READ}`);
+        const size = t.size ?? sizeFromTrailer(t.bytes);
+        const { trailer, index } = splitSegmentFooter(t.bytes, size);
         return parseSegmentIndex(
-          await this.range(segment, trailer.indexOffset, trailer.indexLength),
+          index ?? (await this.range(segment, trailer.indexOffset, trailer.indexLength)),
           trailer,
         );
       })();
@@ -137,6 +237,20 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
       const b = await store.getRange(k, o, l, into);
       counter.bytes += b.length;
       return b;
+    },
+    getStream: async (k, o, l) => {
+      const chunks = await store.getStream(k, o, l);
+      return (async function* () {
+        for await (const c of chunks) {
+          counter.bytes += c.byteLength;
+          yield c;
+        }
+      })();
+    },
+    getTail: async (k, l) => {
+      const t = await store.getTail(k, l);
+      counter.bytes += t.bytes.length;
+      return t;
     },
     head: (k) => store.head(k),
     ...(store.filePath ? { filePath: (k: string) => store.filePath!(k) } : {}),

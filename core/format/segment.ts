@@ -94,6 +94,32 @@ export function parseSegmentTrailer(b: Uint8Array, segmentSize: number): Segment
   };
 }
 
+/**
+ * Bytes a reader asks for at a segment's end: the trailer and, for any segment of ordinary size,
+ * its whole (compressed) index, so one request reads the footer.
+ */
+export const SEGMENT_FOOTER_READ = 64 * 1024;
+
+/**
+ * The trailer from `tail` (the last bytes of a `segmentSize`-byte segment) and the index bytes when
+ * `tail` reaches back far enough; otherwise `index` is undefined and the caller reads
+ * `indexOffset`+`indexLength` itself.
+ */
+export function splitSegmentFooter(
+  tail: Buffer,
+  segmentSize: number,
+): { trailer: SegmentTrailer; index: Buffer | undefined } {
+  if (tail.length < SEGMENT_TRAILER_BYTES)
+    throw new SegmentFormatError('segment trailer missing (truncated segment?)');
+  const trailer = parseSegmentTrailer(tail.subarray(tail.length - SEGMENT_TRAILER_BYTES), segmentSize);
+  const tailStart = segmentSize - tail.length;
+  const index =
+    trailer.indexOffset >= tailStart
+      ? tail.subarray(trailer.indexOffset - tailStart, trailer.indexOffset - tailStart + trailer.indexLength)
+      : undefined;
+  return { trailer, index };
+}
+
 export function parseSegmentIndex(index: Uint8Array, trailer: SegmentTrailer): SegmentEntry[] {
   const hash = createHash('sha256').update(index).digest().subarray(0, 8);
   if (!hash.equals(trailer.indexHash)) throw new SegmentFormatError('segment index checksum mismatch');

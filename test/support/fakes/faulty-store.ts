@@ -3,7 +3,7 @@
  * finish, put, putIfAbsent and delete counts), like an agent killed at that point: the operation does not
  * happen and the error propagates. Models kopia's blobtesting/faulty.go.
  */
-import type { ObjectInfo, ObjectStore, ObjectWriter } from '#core/ports/object-store.ts';
+import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
 
 export class InjectedCrash extends Error {
   constructor(at: number) {
@@ -33,6 +33,12 @@ export class FaultyStore implements ObjectStore {
   }
   getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     return this.inner.getRange(key, offset, length, into);
+  }
+  getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
+    return this.inner.getStream(key, offset, length);
+  }
+  getTail(key: string, length: number): Promise<ObjectTail> {
+    return this.inner.getTail(key, length);
   }
   head(key: string): Promise<ObjectInfo | undefined> {
     return this.inner.head(key);

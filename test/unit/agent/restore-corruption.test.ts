@@ -91,9 +91,15 @@ describe('an interrupted restore', () => {
       get fetchedBytes() {
         return flaky.fetchedBytes;
       },
-      range: (s: string, o: number, l: number, into?: Uint8Array) => {
-        if (++calls > 1) throw new Error('network lost');
-        return flaky.range(s, o, l, into);
+      range: (s: string, o: number, l: number, into?: Uint8Array) => flaky.range(s, o, l, into),
+      // the first stream works; every later one breaks halfway, until the restore gives up
+      stream: async (s: string, o: number, l: number) => {
+        if (++calls === 1) return flaky.stream(s, o, l);
+        const chunks = await flaky.stream(s, o, Math.floor(l / 2));
+        return (async function* () {
+          yield* chunks;
+          throw new Error('network lost');
+        })();
       },
       entries: (s: string) => flaky.entries(s),
     };
@@ -101,6 +107,7 @@ describe('an interrupted restore', () => {
     await expect(runRestore({ pages: pages(), source: failing, to, parallel: 1 })).rejects.toThrow(
       /network lost/,
     );
+    expect(calls).toBeGreaterThanOrEqual(4); // a broken stream is opened again before the restore gives up
     expect(existsSync(to)).toBe(false);
     expect(existsSync(`${to}${PARTIAL_SUFFIX}`)).toBe(true);
     const r = await runRestore({ pages: pages(), source: new StoreSource(reader, counter), to });

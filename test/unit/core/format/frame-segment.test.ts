@@ -10,6 +10,7 @@ import {
   SEGMENT_TRAILER_BYTES,
   segmentFooter,
   segmentHeader,
+  splitSegmentFooter,
 } from '#core/format/segment.ts';
 
 const keys = deriveKeys(randomBytes(32), randomBytes(16));
@@ -87,5 +88,14 @@ describe('segment', () => {
     expect(() => parseSegmentTrailer(seg.subarray(0, SEGMENT_TRAILER_BYTES), seg.length)).toThrow(
       /trailer missing/,
     );
+
+    // the footer from one read at the end: the index comes with it when the read reaches back far enough
+    const footerBytes = seg.length - t.indexOffset;
+    const whole = splitSegmentFooter(seg.subarray(seg.length - footerBytes - 5), seg.length);
+    expect(whole.trailer).toEqual(t);
+    expect(parseSegmentIndex(whole.index!, whole.trailer)).toEqual(entries);
+    const short = splitSegmentFooter(seg.subarray(seg.length - footerBytes + 1), seg.length);
+    expect(short).toEqual({ trailer: t, index: undefined });
+    expect(() => splitSegmentFooter(seg.subarray(seg.length - 31), seg.length)).toThrow(/trailer missing/);
   });
 });
