@@ -68,7 +68,8 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
     const counter = { bytes: 0 };
     const reader = new SafeReader(countingStore(loc.store, counter), loc.safe);
     const rp = await selectRp(reader, selector);
-    pages = localPages(reader, rp, o.device);
+    // small pages: the first ranges start while later pages' segment footers are still being read
+    pages = localPages(reader, rp, o.device, { maxRanges: 64 });
     source = new StoreSource(reader, counter);
   }
   const bar = progressBar(!o.json);

@@ -354,10 +354,13 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
 
   try {
     for (let page: RestorePlan | undefined = head; page; ) {
+      // the next page is planned (its segment footers read) while this one is restored
+      const upcoming = it.next();
+      upcoming.catch(() => undefined); // awaited below, unless this page fails first
       if (delta) await forEachLimit(page.ranges, parallel, deltaRange);
       else await fullPage(page);
       if (delta) await zeroHoles(page);
-      const next = await it.next();
+      const next = await upcoming;
       page = next.done ? undefined : next.value;
     }
     await fh.sync();
