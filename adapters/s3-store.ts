@@ -27,6 +27,7 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import type { BuildHandler, BuildHandlerArguments, MiddlewareStack } from '@smithy/types';
 import { noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
@@ -68,6 +69,26 @@ class Slots {
  */
 function sha256Checksum(body: Uint8Array): { ChecksumAlgorithm: 'SHA256'; ChecksumSHA256: string } {
   return { ChecksumAlgorithm: 'SHA256', ChecksumSHA256: createHash('sha256').update(body).digest('base64') };
+}
+
+/**
+ * Sends an upload whose body's SHA-256 is already known as its x-amz-content-sha256 header too:
+ * Signature V4 signs that header, and the SDK's signer then uses it instead of hashing the body a
+ * second time on this thread (S3 still checks the body against it).
+ */
+function signedWithChecksum<C extends PutObjectCommand | UploadPartCommand>(command: C): C {
+  const base64 = command.input.ChecksumSHA256;
+  if (base64 === undefined) return command;
+  const hex = Buffer.from(base64, 'base64').toString('hex');
+  (command.middlewareStack as unknown as MiddlewareStack<object, object>).add(
+    (next: BuildHandler<object, object>) => (args: BuildHandlerArguments<object>) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers['x-amz-content-sha256'] = hex;
+      return next(args);
+    },
+    { step: 'build', name: 'cdpPayloadSha256' },
+  );
+  return command;
 }
 
 function notFound(e: unknown): boolean {
@@ -179,25 +200,29 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(key: string, body: Uint8Array): Promise<void> {
     await this.s3.send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: this.objectKey(key),
-        Body: body,
-        ...sha256Checksum(body),
-      }),
+      signedWithChecksum(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          Body: body,
+          ...sha256Checksum(body),
+        }),
+      ),
     );
   }
 
   async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     try {
       await this.s3.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: this.objectKey(key),
-          Body: body,
-          IfNoneMatch: '*',
-          ...sha256Checksum(body),
-        }),
+        signedWithChecksum(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: this.objectKey(key),
+            Body: body,
+            IfNoneMatch: '*',
+            ...sha256Checksum(body),
+          }),
+        ),
       );
       return true;
     } catch (e) {
@@ -262,7 +287,9 @@ export class S3ObjectStore implements ObjectStore {
           const Body = b.subarray(0, length);
           const checksum = sha256Checksum(Body);
           const r = await s3.send(
-            new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber, Body, ...checksum }),
+            signedWithChecksum(
+              new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber, Body, ...checksum }),
+            ),
           );
           parts[PartNumber - 1] = { PartNumber, ETag: r.ETag, ChecksumSHA256: checksum.ChecksumSHA256 };
         } catch (e) {
@@ -312,7 +339,11 @@ export class S3ObjectStore implements ObjectStore {
           await uploads.acquire();
           try {
             const Body = part ? part.subarray(0, used) : Buffer.alloc(0);
-            await s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body, ...sha256Checksum(Body) }));
+            await s3.send(
+              signedWithChecksum(
+                new PutObjectCommand({ Bucket: bucket, Key, Body, ...sha256Checksum(Body) }),
+              ),
+            );
           } finally {
             uploads.release();
             if (part) releasePart(part);
