@@ -76,7 +76,7 @@ function sha256Checksum(body: Uint8Array): { ChecksumAlgorithm: 'SHA256'; Checks
  * Signature V4 signs that header, and the SDK's signer then uses it instead of hashing the body a
  * second time on this thread (S3 still checks the body against it).
  */
-function signedWithChecksum<C extends PutObjectCommand | UploadPartCommand>(command: C): C {
+export function signedWithChecksum<C extends PutObjectCommand | UploadPartCommand>(command: C): C {
   const base64 = command.input.ChecksumSHA256;
   if (base64 === undefined) return command;
   const hex = Buffer.from(base64, 'base64').toString('hex');
@@ -163,6 +163,13 @@ export class S3ObjectStore implements ObjectStore {
           Range: `bytes=${offset}-${offset + length - 1}`,
         }),
       );
+      // a store that ignored the range would hand over the wrong bytes
+      if (!r.ContentRange?.startsWith(`bytes ${offset}-`) || r.ContentLength !== length) {
+        await (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
+        throw new Error(
+          `${key}: asked bytes ${offset}+${length}, the store answered ${r.ContentRange ?? 'without a range'} (${r.ContentLength} bytes)`,
+        );
+      }
       return r.Body as AsyncIterable<Uint8Array>;
     } catch (e) {
       if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });

@@ -66,6 +66,7 @@ export class ByteCursor {
 
   /** Passes over the stream's next `n` bytes. */
   async skip(n: number): Promise<void> {
+    if (n < 0) throw new RangeError(`${this.what}: cannot go back ${-n} bytes (overlapping reads?)`);
     while (n > 0) {
       if (this.at === this.chunk.byteLength) await this.next();
       const k = Math.min(n, this.chunk.byteLength - this.at);

@@ -68,8 +68,9 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
     const counter = { bytes: 0 };
     const reader = new SafeReader(countingStore(loc.store, counter), loc.safe);
     const rp = await selectRp(reader, selector);
-    // small pages: the first ranges start while later pages' segment footers are still being read
-    pages = localPages(reader, rp, o.device, { maxRanges: 64 });
+    // from S3, small pages: the first ranges start while later pages' segment footers are still
+    // being read (a directory's footers are quick to read, and every page ends in a barrier)
+    pages = localPages(reader, rp, o.device, loc.store.filePath ? {} : { maxRanges: 64 });
     source = new StoreSource(reader, counter);
   }
   const bar = progressBar(!o.json);
@@ -84,7 +85,7 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
       delta: o.full ? 'never' : 'auto',
       // a directory is read from the page cache or a local disk: more reads in flight only
       // compete with the decode workers for the cores (measured: 4 beats 8 and 16)
-      parallel: o.parallel ? Number(o.parallel) : o.remote || o.safe.startsWith('s3://') ? 8 : 4,
+      parallel: o.parallel ? parallelOption(o.parallel) : o.remote || o.safe.startsWith('s3://') ? 8 : 4,
       onProgress: (done, total) => bar.update(`restore ${o.device}`, done, total),
     });
   } finally {
@@ -107,4 +108,11 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
     }
   }
   return r.damaged.length > 0 ? EXIT.damaged : EXIT.ok;
+}
+
+function parallelOption(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 256)
+    throw new CdpError('E_USAGE', `--parallel ${v}: give a whole number from 1 to 256`);
+  return n;
 }

@@ -21,7 +21,7 @@ import { CorruptBlockError } from '#core/safe-reader.ts';
 import { WorkerPool } from '../worker-pool.ts';
 import { BufferPool } from './buffer-pool.ts';
 import type { DecodeRun, DecodeSettings, WorkerRequest, WorkerResult } from './decode-worker.ts';
-import type { SegmentSource } from './segment-source.ts';
+import { type SegmentSource, UrlFetchError } from './segment-source.ts';
 
 export interface RestoreInput {
   readonly pages: AsyncIterable<RestorePlan>;
@@ -108,7 +108,8 @@ async function openTarget(
 
 export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   const t0 = Date.now();
-  const parallel = input.parallel ?? 8;
+  const parallel = Math.max(1, Math.floor(input.parallel ?? 8));
+  if (!Number.isFinite(parallel)) throw new RangeError(`parallel must be a number, not ${input.parallel}`);
   const it = input.pages[Symbol.asyncIterator]();
   const firstPage = await it.next();
   if (firstPage.done) throw new Error('the restore plan is empty');
@@ -254,6 +255,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     const decoding: Promise<void>[] = [];
     let next = 0;
     let failures = 0;
+    let reached = 0;
     let streamError: unknown;
     try {
       while (next < span.length) {
@@ -277,7 +279,10 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
             decoding.push(p);
           }
         } catch (e) {
-          if (e instanceof NotFoundError || ++failures >= STREAM_ATTEMPTS) throw e;
+          if (next > reached) failures = 0; // this attempt got further: the link works, if unsteadily
+          reached = next;
+          const final = e instanceof NotFoundError || (e instanceof UrlFetchError && e.final);
+          if (final || ++failures >= STREAM_ATTEMPTS) throw e;
         } finally {
           await cursor?.close().catch(() => undefined);
         }
@@ -352,19 +357,26 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     });
   };
 
+  let upcoming: Promise<IteratorResult<RestorePlan>> | undefined;
   try {
     for (let page: RestorePlan | undefined = head; page; ) {
       // the next page is planned (its segment footers read) while this one is restored
-      const upcoming = it.next();
-      upcoming.catch(() => undefined); // awaited below, unless this page fails first
+      upcoming = it.next();
+      upcoming.catch(() => undefined); // awaited below, or in finally if this page fails
       if (delta) await forEachLimit(page.ranges, parallel, deltaRange);
       else await fullPage(page);
       if (delta) await zeroHoles(page);
       const next = await upcoming;
+      upcoming = undefined;
       page = next.done ? undefined : next.value;
     }
     await fh.sync();
   } finally {
+    if (upcoming) {
+      // a failed page: let the planning of the next one settle, then end the plan's generator
+      await upcoming.catch(() => undefined);
+      await it.return?.(undefined).catch(() => undefined);
+    }
     await pool.each(() => ({ kind: 'close', id: requests++ })).catch(() => undefined);
     await pool.close();
     await direct?.close();

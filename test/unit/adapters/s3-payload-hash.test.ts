@@ -5,9 +5,9 @@
  * the SDK (a request handler that answers like S3; nothing is sent).
  */
 import { createHash } from 'node:crypto';
-import { S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { S3ObjectStore } from '#adapters/s3-store.ts';
+import { S3ObjectStore, signedWithChecksum } from '#adapters/s3-store.ts';
 import { manifestKey } from '#core/keys.ts';
 
 interface Sent {
@@ -44,5 +44,19 @@ describe('S3 uploads', () => {
     expect(h['x-amz-content-sha256']).toBe(digest.toString('hex'));
     expect(h['x-amz-checksum-sha256']).toBe(digest.toString('base64'));
     expect(h.authorization).toMatch(/SignedHeaders=[^,]*x-amz-content-sha256/);
+  });
+
+  it('hand the signer the checksum they computed, not one of its own', async () => {
+    const sent: Sent[] = [];
+    const client = capturingClient(sent);
+    const body = Buffer.from('body');
+    const other = createHash('sha256').update('something else').digest();
+    await client.send(
+      signedWithChecksum(
+        new PutObjectCommand({ Bucket: 'b', Key: 'k', Body: body, ChecksumSHA256: other.toString('base64') }),
+      ),
+    );
+    // had the signer hashed the body itself, the header would be the body's SHA-256
+    expect(sent[0]!.headers['x-amz-content-sha256']).toBe(other.toString('hex'));
   });
 });

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { streamSpans } from '#core/restore-plan.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { localPages } from '../../../agent/restore/plans.ts';
 import { PARTIAL_SUFFIX, runRestore } from '../../../agent/restore/run-restore.ts';
@@ -115,5 +116,49 @@ describe('an interrupted restore', () => {
     expect(r.unchangedBlocks).toBeGreaterThan(0);
     expect(readFileSync(to).equals(fx.images[1])).toBe(true);
     expect(existsSync(`${to}${PARTIAL_SUFFIX}`)).toBe(false);
+  });
+
+  it('a stream that breaks is reopened where it stopped, and the restore is exact', async () => {
+    const { dir, store } = copySafe(fx);
+    dirs.push(dir);
+    const counter = { bytes: 0 };
+    const reader = new SafeReader(countingStore(store, counter), 'fx');
+    const to = join(dir, 'vol.img');
+    const inner = new StoreSource(reader, counter);
+    const opened = new Map<string, number[]>();
+    const broken = new Set<string>();
+    const source = {
+      get fetchedBytes() {
+        return inner.fetchedBytes;
+      },
+      range: (s: string, o: number, l: number, into?: Uint8Array) => inner.range(s, o, l, into),
+      // each segment's first stream breaks halfway; the reopened one works
+      stream: async (s: string, o: number, l: number) => {
+        opened.set(s, [...(opened.get(s) ?? []), o]);
+        if (broken.has(s)) return inner.stream(s, o, l);
+        broken.add(s);
+        const chunks = await inner.stream(s, o, Math.floor(l / 2));
+        return (async function* () {
+          yield* chunks;
+          throw new Error('connection reset');
+        })();
+      },
+      entries: (s: string) => inner.entries(s),
+    };
+    const pages = localPages(reader, 2, DEVICE, { maxRangeBytes: 16 * 1024 });
+    const r = await runRestore({ pages, source, to, parallel: 2, delta: 'never' });
+    expect(r.delta).toBe(false);
+    expect(readFileSync(to).equals(fx.images[1])).toBe(true);
+    expect(broken.size).toBeGreaterThan(0);
+    // one streamed read per span of the plan, and one reopening per broken stream: no more
+    let spans = 0;
+    for await (const page of localPages(reader, 2, DEVICE, { maxRangeBytes: 16 * 1024 }))
+      spans += streamSpans(page.ranges).length;
+    expect([...opened.values()].flat().length).toBe(spans + broken.size);
+    for (const offsets of opened.values()) {
+      // the broken stream, then its reopening from where it stopped (never before where it began)
+      expect(offsets.length).toBeGreaterThanOrEqual(2);
+      expect(Math.min(...offsets.slice(1))).toBeGreaterThanOrEqual(offsets[0]!);
+    }
   });
 });

@@ -11,23 +11,18 @@ const range = (segment: string, offset: number, length: number): PlanRange => ({
 });
 
 describe('streamSpans', () => {
-  it('puts every range in one span: one segment, offset order, small gaps, bounded length', () => {
-    const ranges = fc
-      .array(
-        fc.record({
+  it('puts every range in one span: one segment, increasing and apart, small gaps, bounded length', () => {
+    // ranges of a segment may overlap or repeat (a block deduplicated against an earlier frame)
+    const ranges = fc.array(
+      fc
+        .record({
           segment: fc.constantFrom('a', 'b', 'c'),
-          slot: fc.integer({ min: 0, max: 200 }),
+          offset: fc.integer({ min: 0, max: 20_000 }),
           length: fc.integer({ min: 1, max: 900 }),
-        }),
-        { maxLength: 60 },
-      )
-      // a plan never reads the same bytes twice: ranges of a segment do not overlap
-      .map((xs) => {
-        const seen = new Set<string>();
-        return xs
-          .filter((x) => !seen.has(`${x.segment}${x.slot}`) && seen.add(`${x.segment}${x.slot}`))
-          .map((x) => range(x.segment, x.slot * 1000, x.length));
-      });
+        })
+        .map((x) => range(x.segment, x.offset, x.length)),
+      { maxLength: 60 },
+    );
     fc.assert(
       fc.property(
         ranges,
