@@ -12,7 +12,7 @@
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
 import { openDirect } from '#adapters/direct-io.ts';
 import { ByteCursor } from '#core/bytes.ts';
-import { forEachLimit } from '#core/concurrency.ts';
+import { forEachLimit, TaskLimiter } from '#core/concurrency.ts';
 import { NotFoundError } from '#core/errors.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
 import { segmentKey } from '#core/keys.ts';
@@ -307,7 +307,11 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
       }),
       ...streamSpans(remote).map((span) => () => streamSpan(span)),
     ];
-    await forEachLimit(units, parallel, (unit) => unit());
+    // no barrier at the page's end: the next page's reads start as this page's finish
+    for (const unit of units) {
+      await tasks.run(unit);
+      if (tasks.failed) return;
+    }
   };
 
   /** Delta mode: a worker compares the target's blocks with the RP's; only differing ones are fetched. */
@@ -357,6 +361,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     });
   };
 
+  const tasks = new TaskLimiter(parallel);
   let upcoming: Promise<IteratorResult<RestorePlan>> | undefined;
   try {
     for (let page: RestorePlan | undefined = head; page; ) {
@@ -366,12 +371,15 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
       if (delta) await forEachLimit(page.ranges, parallel, deltaRange);
       else await fullPage(page);
       if (delta) await zeroHoles(page);
+      if (tasks.failed) break;
       const next = await upcoming;
       upcoming = undefined;
       page = next.done ? undefined : next.value;
     }
+    await tasks.drain();
     await fh.sync();
   } finally {
+    await tasks.drain().catch(() => undefined); // nothing still reads or writes past this point
     if (upcoming) {
       // a failed page: let the planning of the next one settle, then end the plan's generator
       await upcoming.catch(() => undefined);
