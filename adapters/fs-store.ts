@@ -68,14 +68,18 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
-    let h: FileHandle;
+  /** The object's file, open for reading; NotFoundError when there is none. */
+  private async openObject(key: string): Promise<FileHandle> {
     try {
-      h = await open(this.path(key), 'r');
+      return await open(this.path(key), 'r');
     } catch (e) {
       if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
       throw e;
     }
+  }
+
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    const h = await this.openObject(key);
     try {
       const buf = into ? viewOf(into, length) : Buffer.allocUnsafe(length);
       let got = 0;
@@ -92,13 +96,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    let h: FileHandle;
-    try {
-      h = await open(this.path(key), 'r');
-    } catch (e) {
-      if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
-      throw e;
-    }
+    const h = await this.openObject(key);
     if (length === 0) {
       await h.close();
       return noChunks();
@@ -107,13 +105,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async getTail(key: string, length: number): Promise<ObjectTail> {
-    let h: FileHandle;
-    try {
-      h = await open(this.path(key), 'r');
-    } catch (e) {
-      if (isNotFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
-      throw e;
-    }
+    const h = await this.openObject(key);
     try {
       const { size } = await h.stat();
       const n = Math.min(length, size);

@@ -205,32 +205,26 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Uint8Array): Promise<void> {
-    await this.s3.send(
-      signedWithChecksum(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: this.objectKey(key),
-          Body: body,
-          ...sha256Checksum(body),
-        }),
-      ),
+  /** A checksummed PutObject of `body`; with `ifAbsent`, one that S3 refuses over an existing key. */
+  private putCommand(key: string, body: Uint8Array, ifAbsent = false): PutObjectCommand {
+    return signedWithChecksum(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: this.objectKey(key),
+        Body: body,
+        ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+        ...sha256Checksum(body),
+      }),
     );
+  }
+
+  async put(key: string, body: Uint8Array): Promise<void> {
+    await this.s3.send(this.putCommand(key, body));
   }
 
   async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     try {
-      await this.s3.send(
-        signedWithChecksum(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: this.objectKey(key),
-            Body: body,
-            IfNoneMatch: '*',
-            ...sha256Checksum(body),
-          }),
-        ),
-      );
+      await this.s3.send(this.putCommand(key, body, true));
       return true;
     } catch (e) {
       const status = (e as S3ServiceException).$metadata?.httpStatusCode;
