@@ -18,6 +18,7 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
   ListObjectsV2Command,
   NoSuchKey,
@@ -28,7 +29,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import type { BuildHandler, BuildHandlerArguments, MiddlewareStack } from '@smithy/types';
-import { noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
+import { contentRangeSize, noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
@@ -129,18 +130,23 @@ export class S3ObjectStore implements ObjectStore {
     return this.safePrefix + objectKey.slice(this.base.length);
   }
 
-  /** The object's bytes (or a range of them); with `into`, copied into it as they arrive. */
-  private async getBody(key: string, range?: string, into?: Buffer): Promise<Buffer> {
+  /** GetObject of the key (or a range of it); NotFoundError when there is no such object. */
+  private async getObject(key: string, range?: string): Promise<GetObjectCommandOutput> {
     try {
-      const r = await this.s3.send(
+      return await this.s3.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: range }),
       );
-      if (into) return await readStreamInto(r.Body as AsyncIterable<Uint8Array>, into, `${key} ${range}`);
-      return Buffer.from(await r.Body!.transformToByteArray());
     } catch (e) {
       if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
       throw e;
     }
+  }
+
+  /** The object's bytes (or a range of them); with `into`, copied into it as they arrive. */
+  private async getBody(key: string, range?: string, into?: Buffer): Promise<Buffer> {
+    const r = await this.getObject(key, range);
+    if (into) return await readStreamInto(r.Body as AsyncIterable<Uint8Array>, into, `${key} ${range}`);
+    return Buffer.from(await r.Body!.transformToByteArray());
   }
 
   get(key: string): Promise<Buffer> {
@@ -155,44 +161,30 @@ export class S3ObjectStore implements ObjectStore {
 
   async getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
     if (length === 0) return noChunks();
-    try {
-      const r = await this.s3.send(
-        new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: this.objectKey(key),
-          Range: `bytes=${offset}-${offset + length - 1}`,
-        }),
+    const r = await this.getObject(key, `bytes=${offset}-${offset + length - 1}`);
+    // a store that ignored the range would hand over the wrong bytes
+    if (!r.ContentRange?.startsWith(`bytes ${offset}-`) || r.ContentLength !== length) {
+      await (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
+      throw new Error(
+        `${key}: asked bytes ${offset}+${length}, the store answered ${r.ContentRange ?? 'without a range'} (${r.ContentLength} bytes)`,
       );
-      // a store that ignored the range would hand over the wrong bytes
-      if (!r.ContentRange?.startsWith(`bytes ${offset}-`) || r.ContentLength !== length) {
-        await (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-        throw new Error(
-          `${key}: asked bytes ${offset}+${length}, the store answered ${r.ContentRange ?? 'without a range'} (${r.ContentLength} bytes)`,
-        );
-      }
-      return r.Body as AsyncIterable<Uint8Array>;
-    } catch (e) {
-      if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
-      throw e;
     }
+    return r.Body as AsyncIterable<Uint8Array>;
   }
 
   async getTail(key: string, length: number): Promise<ObjectTail> {
+    let r: GetObjectCommandOutput;
     try {
-      const r = await this.s3.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=-${length}` }),
-      );
-      const bytes = Buffer.from(await r.Body!.transformToByteArray());
-      // "bytes <first>-<last>/<size>"; without it the whole (short) object came back
-      const total = /\/(\d+)$/.exec(r.ContentRange ?? '')?.[1];
-      return { bytes, size: total === undefined ? bytes.length : Number(total) };
+      r = await this.getObject(key, `bytes=-${length}`);
     } catch (e) {
-      if (notFound(e)) throw new NotFoundError(`object ${key}`, { key, path: this.location });
       // S3 answers a suffix range on an empty object with 416
       if ((e as S3ServiceException).$metadata?.httpStatusCode === 416)
         return { bytes: Buffer.alloc(0), size: 0 };
       throw e;
     }
+    const bytes = Buffer.from(await r.Body!.transformToByteArray());
+    // without a Content-Range the whole (short) object came back
+    return { bytes, size: contentRangeSize(r.ContentRange) ?? bytes.length };
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

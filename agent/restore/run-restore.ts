@@ -145,6 +145,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     input.workers,
   );
   let requests = 0;
+  const allowDamaged = input.allowDamaged === true;
   /** Sends a request to a worker; a failed read or write of the target ends the restore. */
   const submit = async (req: WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerResult> => {
     let r: WorkerResult;
@@ -193,7 +194,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
           offset,
           length,
           runs,
-          allowDamaged: input.allowDamaged === true,
+          allowDamaged,
         },
         [],
       );
@@ -218,7 +219,6 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     length: number,
     runs: readonly DecodeRun[],
   ): Promise<void> => {
-    const allowDamaged = input.allowDamaged === true;
     decoded(
       segment,
       await submit({ kind: 'decode', id: requests++, buf, length, runs, allowDamaged }, [buf]),
@@ -298,8 +298,9 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
 
   /** A new target: local segment files range by range (workers read them), remote ones streamed. */
   const fullPage = async (page: RestorePlan): Promise<void> => {
-    const local = page.ranges.filter((r) => input.source.localFile?.(r.segment) !== undefined);
-    const remote = page.ranges.filter((r) => input.source.localFile?.(r.segment) === undefined);
+    const local: PlanRange[] = [];
+    const remote: PlanRange[] = [];
+    for (const r of page.ranges) (input.source.localFile?.(r.segment) !== undefined ? local : remote).push(r);
     const units: (() => Promise<void>)[] = [
       ...local.map((r) => async () => {
         await fetchAndWrite(r.segment, r.offset, r.length, r.runs);

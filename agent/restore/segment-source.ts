@@ -4,12 +4,12 @@
  * restoring host then needs no read access to the bucket).
  */
 
-import { noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
+import { contentRangeSize, noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
 import {
   parseSegmentIndex,
   SEGMENT_FOOTER_READ,
-  SEGMENT_TRAILER_BYTES,
   type SegmentEntry,
+  segmentSizeFromTail,
   splitSegmentFooter,
 } from '#core/format/segment.ts';
 import { segmentKey } from '#core/keys.ts';
@@ -76,13 +76,6 @@ export class UrlFetchError extends Error {
   }
 }
 
-/** A segment's size as its trailer states it (the index's place and length end at the trailer). */
-function sizeFromTrailer(tail: Buffer): number {
-  if (tail.length < SEGMENT_TRAILER_BYTES) return tail.length;
-  const t = tail.subarray(tail.length - SEGMENT_TRAILER_BYTES);
-  return Number(t.readBigUInt64LE(0)) + t.readUInt32LE(8) + SEGMENT_TRAILER_BYTES;
-}
-
 /** Segment reads through presigned URLs, with retries; `urlOf` gives the current URL of a segment. */
 export class UrlSource implements SegmentSource {
   private readonly urlOf: (segment: string) => string;
@@ -130,12 +123,9 @@ export class UrlSource implements SegmentSource {
           ? await readStreamInto(res.body, into, `segment ${segment} ${range}`)
           : Buffer.from(await res.arrayBuffer());
       this.fetchedBytes += b.length;
-      // "bytes <first>-<last>/<size>"; a 200 is the whole object
-      const total = /\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1];
-      return {
-        bytes: b,
-        size: total !== undefined ? Number(total) : res.status === 200 ? b.length : undefined,
-      };
+      // a 200 is the whole object
+      const size = contentRangeSize(res.headers.get('content-range'));
+      return { bytes: b, size: size ?? (res.status === 200 ? b.length : undefined) };
     });
   }
 
@@ -210,7 +200,7 @@ export class UrlSource implements SegmentSource {
       p = (async () => {
         // one read from the end: the trailer and, for a segment of ordinary size, its whole index
         const t = await this.get(segment, `bytes=-${SEGMENT_FOOTER_READ}`);
-        const size = t.size ?? sizeFromTrailer(t.bytes);
+        const size = t.size ?? segmentSizeFromTail(t.bytes);
         const { trailer, index } = splitSegmentFooter(t.bytes, size);
         return parseSegmentIndex(
           index ?? (await this.range(segment, trailer.indexOffset, trailer.indexLength)),

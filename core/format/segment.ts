@@ -120,6 +120,16 @@ export function splitSegmentFooter(
   return { trailer, index };
 }
 
+/**
+ * A segment's size as the trailer at the end of `tail` states it (its index ends where the
+ * trailer begins), for a reader that got the tail without the object's size.
+ */
+export function segmentSizeFromTail(tail: Buffer): number {
+  if (tail.length < SEGMENT_TRAILER_BYTES) return tail.length;
+  const t = tail.subarray(tail.length - SEGMENT_TRAILER_BYTES);
+  return Number(t.readBigUInt64LE(0)) + t.readUInt32LE(8) + SEGMENT_TRAILER_BYTES;
+}
+
 export function parseSegmentIndex(index: Uint8Array, trailer: SegmentTrailer): SegmentEntry[] {
   const hash = createHash('sha256').update(index).digest().subarray(0, 8);
   if (!hash.equals(trailer.indexHash)) throw new SegmentFormatError('segment index checksum mismatch');
