@@ -7,7 +7,7 @@ import { SafeReader } from '#core/safe-reader.ts';
 import { localPages } from '../../../agent/restore/plans.ts';
 import { PARTIAL_SUFFIX, runRestore } from '../../../agent/restore/run-restore.ts';
 import { verifyPages } from '../../../agent/restore/run-verify.ts';
-import { countingStore, StoreSource } from '../../../agent/restore/segment-source.ts';
+import { countingStore, type SegmentSource, StoreSource } from '../../../agent/restore/segment-source.ts';
 import { copySafe, DEVICE, makeRpFixture, type RpFixture } from '../../support/rp-fixture.ts';
 
 let fx: RpFixture;
@@ -79,6 +79,33 @@ describe('restore and verify of a damaged safe', () => {
   });
 });
 
+/**
+ * A safe's source whose streams go through `stream` (and not its local segment files, so the
+ * restore reads as it would from S3).
+ */
+function streamingSource(
+  inner: StoreSource,
+  stream: (s: string, o: number, l: number) => Promise<AsyncIterable<Uint8Array>>,
+): SegmentSource {
+  return {
+    get fetchedBytes() {
+      return inner.fetchedBytes;
+    },
+    range: (s, o, l, into) => inner.range(s, o, l, into),
+    stream,
+    entries: (s) => inner.entries(s),
+  };
+}
+
+/** A stream of the first half of the range, then `error`. */
+async function brokenHalfway(inner: StoreSource, s: string, o: number, l: number, error: string) {
+  const chunks = await inner.stream(s, o, Math.floor(l / 2));
+  return (async function* () {
+    yield* chunks;
+    throw new Error(error);
+  })();
+}
+
 describe('an interrupted restore', () => {
   it('leaves only a partial file, and running it again resumes it as a delta', async () => {
     const { dir, store } = copySafe(fx);
@@ -88,22 +115,10 @@ describe('an interrupted restore', () => {
     const to = join(dir, 'vol.img');
     let calls = 0;
     const flaky = new StoreSource(reader, counter);
-    const failing = {
-      get fetchedBytes() {
-        return flaky.fetchedBytes;
-      },
-      range: (s: string, o: number, l: number, into?: Uint8Array) => flaky.range(s, o, l, into),
-      // the first stream works; every later one breaks halfway, until the restore gives up
-      stream: async (s: string, o: number, l: number) => {
-        if (++calls === 1) return flaky.stream(s, o, l);
-        const chunks = await flaky.stream(s, o, Math.floor(l / 2));
-        return (async function* () {
-          yield* chunks;
-          throw new Error('network lost');
-        })();
-      },
-      entries: (s: string) => flaky.entries(s),
-    };
+    // the first stream works; every later one breaks halfway, until the restore gives up
+    const failing = streamingSource(flaky, async (s, o, l) =>
+      ++calls === 1 ? flaky.stream(s, o, l) : brokenHalfway(flaky, s, o, l, 'network lost'),
+    );
     const pages = () => localPages(reader, 2, DEVICE, { maxRangeBytes: 16 * 1024 });
     await expect(runRestore({ pages: pages(), source: failing, to, parallel: 1 })).rejects.toThrow(
       /network lost/,
@@ -127,24 +142,13 @@ describe('an interrupted restore', () => {
     const inner = new StoreSource(reader, counter);
     const opened = new Map<string, number[]>();
     const broken = new Set<string>();
-    const source = {
-      get fetchedBytes() {
-        return inner.fetchedBytes;
-      },
-      range: (s: string, o: number, l: number, into?: Uint8Array) => inner.range(s, o, l, into),
-      // each segment's first stream breaks halfway; the reopened one works
-      stream: async (s: string, o: number, l: number) => {
-        opened.set(s, [...(opened.get(s) ?? []), o]);
-        if (broken.has(s)) return inner.stream(s, o, l);
-        broken.add(s);
-        const chunks = await inner.stream(s, o, Math.floor(l / 2));
-        return (async function* () {
-          yield* chunks;
-          throw new Error('connection reset');
-        })();
-      },
-      entries: (s: string) => inner.entries(s),
-    };
+    // each segment's first stream breaks halfway; the reopened one works
+    const source = streamingSource(inner, async (s, o, l) => {
+      opened.set(s, [...(opened.get(s) ?? []), o]);
+      if (broken.has(s)) return inner.stream(s, o, l);
+      broken.add(s);
+      return brokenHalfway(inner, s, o, l, 'connection reset');
+    });
     const pages = localPages(reader, 2, DEVICE, { maxRangeBytes: 16 * 1024 });
     const r = await runRestore({ pages, source, to, parallel: 2, delta: 'never' });
     expect(r.delta).toBe(false);
