@@ -7,8 +7,10 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { boundRatio, type Ceilings } from './ceilings.ts';
 import { check, MiB, runMeasured } from './measure.ts';
 import { AGENT, agentEnv, repoRoot } from './ours.ts';
+import type { TargetResult } from './report.ts';
 import { type ResticTarget, resticEnv } from './restic.ts';
 
 export interface RestoreMeasurement {
@@ -17,6 +19,8 @@ export interface RestoreMeasurement {
   readonly peakRssMiB: number | undefined;
   /** Bytes read from the safe (ours only). */
   readonly fetchedBytes?: number;
+  /** Bytes written to the target (ours only). */
+  readonly writtenBytes?: number;
 }
 
 export type RestoreOutcome = RestoreMeasurement | { readonly error: string };
@@ -40,12 +44,13 @@ async function oursRestore(
     { cwd: repoRoot, env: agentEnv(env) },
   );
   check(r, 'cdp-agent restore');
-  const out = JSON.parse(r.stdout) as { fetchedBytes: number };
+  const out = JSON.parse(r.stdout) as { fetchedBytes: number; writtenBytes: number };
   return {
     seconds: r.seconds,
     mbps: imageBytes / 1e6 / r.seconds,
     peakRssMiB: r.peakRssMiB,
     fetchedBytes: out.fetchedBytes,
+    writtenBytes: out.writtenBytes,
   };
 }
 
@@ -120,11 +125,23 @@ export async function restorePhase(
 
 const ok = (o: RestoreOutcome | undefined): o is RestoreMeasurement => o !== undefined && !('error' in o);
 
+/**
+ * The floor of our restore on this machine: from the embedded S3, the bytes it fetched at moto's
+ * best download rate; from a directory, the disk's time for its reads and writes at once.
+ */
+function floorSeconds(r: RestoreRow, ceilings: Ceilings): number | undefined {
+  if (!ok(r.ours)) return undefined;
+  if (r.target === 'S3')
+    return ceilings.s3 ? (r.ours.fetchedBytes ?? 0) / 1e6 / ceilings.s3.getMBps : undefined;
+  return ceilings.disk?.seconds;
+}
+
 /** Prints the restore table and returns the issue's targets with their status. */
 export function printRestoreReport(
   rows: RestoreRow[],
   changedBytes: number,
-): { target: string; measured: string; pass: boolean | undefined }[] {
+  ceilings: Ceilings = {},
+): TargetResult[] {
   const f = (o: RestoreOutcome | undefined, g: (m: RestoreMeasurement) => string): string =>
     o === undefined ? '-' : ok(o) ? g(o) : `error: ${o.error.slice(0, 60)}…`;
   console.log('\n## Restore of the latest RP (ratio = ours / restic MB/s)\n');
@@ -132,7 +149,7 @@ export function printRestoreReport(
     '| from | ours MB/s | restic MB/s | ratio | ours s | restic s | ours peak RSS MiB | restic peak RSS MiB | delta restore s | delta fetched MiB |',
   );
   console.log('|---|---|---|---|---|---|---|---|---|---|');
-  const targets: { target: string; measured: string; pass: boolean | undefined }[] = [];
+  const targets: TargetResult[] = [];
   for (const r of rows) {
     const q = ok(r.ours) && ok(r.restic) ? r.ours.mbps / r.restic.mbps : undefined;
     console.log(
@@ -141,10 +158,13 @@ export function printRestoreReport(
         `${f(r.restic, (m) => String(m.peakRssMiB?.toFixed(0)))} | ${f(r.delta, (m) => m.seconds.toFixed(2))} | ${f(r.delta, (m) => MiB(m.fetchedBytes ?? 0).toFixed(1))} |`,
     );
     const need = r.target === 'local' ? 3.5 : 2;
+    const floor = floorSeconds(r, ceilings);
     targets.push({
       target: `restore ${r.target}: ≥ ${need}x restic`,
       measured: q === undefined ? 'n/a' : `${q.toFixed(2)}x`,
       pass: q === undefined ? undefined : q >= need,
+      need,
+      bound: floor !== undefined && ok(r.restic) ? boundRatio(r.restic.seconds, floor) : undefined,
     });
     const fetchedRatio = ok(r.delta) ? (r.delta.fetchedBytes ?? 0) / changedBytes : undefined;
     targets.push({

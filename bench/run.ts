@@ -18,13 +18,14 @@ import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { buildAgent } from '../scripts/build-agent.ts';
 import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
+import { type Ceilings, diskCeiling, printCeilings, s3Ceiling } from './ceilings.ts';
 import { type CompactionBench, compactionBench, printCompactionReport } from './compaction.ts';
 import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
 import { type LagResult, measureLag, printLagReport } from './lag.ts';
 import { dirBytes, MiB, s3Bytes } from './measure.ts';
 import { type Measurement, type OursTarget, oursBackup, repoRoot } from './ours.ts';
 import { printReplicateReport, replicatePhase } from './replicate.ts';
-import { type Outcome, printReport, type Row } from './report.ts';
+import { type Outcome, printReport, printTargets, type Row } from './report.ts';
 import { ensureRestic, type ResticTarget, resticBackup, resticInit } from './restic.ts';
 import { printRestoreReport, type RestoreRow, restorePhase } from './restore.ts';
 
@@ -142,6 +143,8 @@ async function main(): Promise<void> {
     },
   ];
   let moto: Awaited<ReturnType<typeof startMoto>> | undefined;
+  let s3: S3Client | undefined;
+  let ceilings: Ceilings = {};
   const rows: Row[] = [];
   let mutation: MutationInfo | undefined;
   const restoreRows: RestoreRow[] = [];
@@ -152,7 +155,7 @@ async function main(): Promise<void> {
       log('starting moto (embedded S3)');
       moto = await startMoto();
       const creds = { accessKeyId: 'test', secretAccessKey: 'test' };
-      const s3 = new S3Client({
+      s3 = new S3Client({
         endpoint: moto.endpoint,
         region: 'us-east-1',
         credentials: creds,
@@ -174,14 +177,14 @@ async function main(): Promise<void> {
           safe: 's3://bench-ours/safes/b1',
           stateDir: join(s3dir, 'state'),
           env: awsEnv,
-          store: { describe: 's3', bytes: () => s3Bytes(s3, 'bench-ours', 'safes/b1/') },
+          store: { describe: 's3', bytes: () => s3Bytes(s3!, 'bench-ours', 'safes/b1/') },
         },
         restic: {
           repo: `s3:${moto.endpoint}/bench-restic/restic`,
           env: awsEnv,
           cacheDir: join(s3dir, 'restic-cache'),
           options: ['-o', 's3.region=us-east-1'],
-          store: { describe: 's3', bytes: () => s3Bytes(s3, 'bench-restic', 'restic/') },
+          store: { describe: 's3', bytes: () => s3Bytes(s3!, 'bench-restic', 'restic/') },
         },
       });
     }
@@ -241,6 +244,7 @@ async function main(): Promise<void> {
         log,
       );
     }
+    ceilings = await measureCeilings(s3, restoreRows);
   } finally {
     if (moto) await stopMoto(moto.pid);
     if (!flags.keep) rmSync(runDir, { recursive: true, force: true });
@@ -261,10 +265,14 @@ async function main(): Promise<void> {
   };
   const order = (r: Row) => (r.target === 'local' ? 0 : 2) + (r.kind === 'full' ? 0 : 1);
   rows.sort((a, b) => order(a) - order(b));
-  const results = [
-    ...printReport(rows, sizeMiB),
-    ...printRestoreReport(restoreRows, (mutation?.dirtyMiB['64K'] ?? 0) * 2 ** 20),
-  ];
+  printCeilings(ceilings);
+  const backupTargets = printReport(rows, sizeMiB, ceilings);
+  const restoreTargets = printRestoreReport(
+    restoreRows,
+    (mutation?.dirtyMiB['64K'] ?? 0) * 2 ** 20,
+    ceilings,
+  );
+  const results = [...backupTargets, ...restoreTargets];
   if (replication) printReplicateReport(replication);
   let lag: LagResult[] | undefined;
   if (runOurs && !flags['skip-lag']) {
@@ -288,20 +296,45 @@ async function main(): Promise<void> {
     });
     printCompactionReport(compaction);
   }
-  console.log('\n## Restore targets (issue 5)\n');
-  console.log('| target | measured | status |\n|---|---|---|');
-  for (const t of results.slice(-restoreRows.length * 2)) {
-    console.log(
-      `| ${t.target} | ${t.measured} | ${t.pass === undefined ? 'n/a' : t.pass ? 'PASS' : 'FAIL'} |`,
-    );
-  }
+  printTargets('Restore targets (issue 5)', restoreTargets);
   mkdirSync(join(benchDir, 'results'), { recursive: true });
   const out = join(benchDir, 'results', 'latest.json');
   writeFileSync(
     out,
-    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, lag, compaction, targets: results }, null, 2)}\n`,
+    `${JSON.stringify({ ...meta, rows, restore: restoreRows, replication, lag, compaction, ceilings, targets: results }, null, 2)}\n`,
   );
   log(`results written to ${out.replace(`${repoRoot}/`, '')}`);
+}
+
+/**
+ * The environment's floors (bench/ceilings.ts), measured once the tools are done: the embedded
+ * S3's rates over as many bytes as our S3 restore fetched, and the disk's for our local restore's
+ * reads and writes.
+ */
+async function measureCeilings(s3: S3Client | undefined, restoreRows: RestoreRow[]): Promise<Ceilings> {
+  const measured = (target: 'local' | 'S3') => {
+    const o = restoreRows.find((r) => r.target === target)?.ours;
+    return o && !('error' in o) ? o : undefined;
+  };
+  const out: { s3?: Ceilings['s3']; disk?: Ceilings['disk'] } = {};
+  const remote = measured('S3');
+  if (s3 && remote?.fetchedBytes) {
+    log('measuring the embedded S3 alone (upload and download ceilings)');
+    out.s3 = await s3Ceiling(s3, 'bench-ceiling', remote.fetchedBytes).catch((e: Error) => {
+      log(`S3 ceiling: ERROR ${e.message}`);
+      return undefined;
+    });
+  }
+  const local = measured('local');
+  if (local?.fetchedBytes && local.writtenBytes) {
+    log("measuring the disk alone (a restore's reads and writes, direct I/O)");
+    spawnSync('sync');
+    out.disk = await diskCeiling(runDir, local.fetchedBytes, local.writtenBytes).catch((e: Error) => {
+      log(`disk ceiling: ERROR ${e.message}`);
+      return undefined;
+    });
+  }
+  return out;
 }
 
 await main();
