@@ -15,6 +15,8 @@ export interface RunResult {
   readonly seconds: number;
   /** Peak resident set size in MiB (undefined if it could not be measured). */
   readonly peakRssMiB: number | undefined;
+  /** User plus system CPU seconds of the process and its threads (undefined without /usr/bin/time). */
+  readonly cpuSeconds: number | undefined;
   readonly stdout: string;
   readonly stderr: string;
 }
@@ -54,13 +56,13 @@ function vmHwmKiB(pid: number): number | undefined {
 }
 
 /**
- * Runs `cmd args` and measures wall time and peak RSS: under /usr/bin/time -f %M when present,
- * else by polling VmHWM in /proc/<pid>/status.
+ * Runs `cmd args` and measures wall time, peak RSS and CPU time: under /usr/bin/time when present,
+ * else peak RSS by polling VmHWM in /proc/<pid>/status (and no CPU time).
  */
 export function runMeasured(cmd: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
   const scratch = mkdtempSync(join(tmpdir(), 'bench-time-'));
   const timeOut = join(scratch, 'rss');
-  const [file, argv] = hasTime ? [TIME, ['-f', '%M', '-o', timeOut, cmd, ...args]] : [cmd, args];
+  const [file, argv] = hasTime ? [TIME, ['-f', '%M %U %S', '-o', timeOut, cmd, ...args]] : [cmd, args];
   const t0 = performance.now();
   const child = spawn(file, argv, {
     cwd: o.cwd,
@@ -88,11 +90,13 @@ export function runMeasured(cmd: string, args: string[], o: RunOptions = {}): Pr
       const seconds = (performance.now() - t0) / 1000;
       if (poll) clearInterval(poll);
       let kib = polled;
+      let cpuSeconds: number | undefined;
       if (hasTime) {
         try {
           const lines = readFileSync(timeOut, 'utf8').trim().split('\n');
-          const v = Number(lines[lines.length - 1]);
-          if (Number.isFinite(v)) kib = v;
+          const [rss, user, sys] = lines[lines.length - 1]!.split(' ').map(Number);
+          if (Number.isFinite(rss)) kib = rss;
+          if (Number.isFinite(user) && Number.isFinite(sys)) cpuSeconds = user! + sys!;
         } catch {
           /* time did not write it (killed) */
         }
@@ -103,6 +107,7 @@ export function runMeasured(cmd: string, args: string[], o: RunOptions = {}): Pr
         signal,
         seconds,
         peakRssMiB: kib === undefined ? undefined : kib / 1024,
+        cpuSeconds,
         stdout: out.text(),
         stderr: err.text(),
       });

@@ -28,13 +28,19 @@ export interface Measurement {
   /** Growth of the safe / repository caused by this run. */
   readonly storedBytes: number;
   readonly peakRssMiB: number | undefined;
+  /** User plus system CPU seconds (undefined where they could not be measured). */
+  readonly cpuSeconds?: number;
   /** What the tool itself reported (agent --json line, restic summary). */
   readonly reported: unknown;
 }
 
 /** The figures of one measured backup run. */
 export function measurement(
-  r: { readonly seconds: number; readonly peakRssMiB: number | undefined },
+  r: {
+    readonly seconds: number;
+    readonly peakRssMiB: number | undefined;
+    readonly cpuSeconds: number | undefined;
+  },
   imageBytes: number,
   storedBytes: number,
   reported: unknown,
@@ -44,6 +50,7 @@ export function measurement(
     mbps: imageBytes / 1e6 / r.seconds,
     storedBytes,
     peakRssMiB: r.peakRssMiB,
+    cpuSeconds: r.cpuSeconds,
     reported,
   };
 }

@@ -1,5 +1,5 @@
 /** The side-by-side markdown table (ours / restic) and the issue's targets. */
-import { boundRatio, type Ceilings } from './ceilings.ts';
+import { boundRatio, type Ceilings, s3FloorSeconds } from './ceilings.ts';
 import { MiB } from './measure.ts';
 import type { Measurement } from './ours.ts';
 
@@ -52,15 +52,17 @@ function ratio(r: Row): number | undefined {
 
 /**
  * The floor of a run on this machine, where a ceiling bounds it: a full backup to the embedded S3
- * takes at least its stored bytes at moto's best upload rate.
+ * uploads its stored bytes (bench/ceilings.ts s3FloorSeconds), and needs at least the CPU of the
+ * same backup to a directory (the local row of this run).
  */
-function floorSeconds(r: Row, ceilings: Ceilings): number | undefined {
-  if (r.target !== 'S3' || r.kind !== 'full' || !ceilings.s3 || !ok(r.ours)) return undefined;
-  return r.ours.storedBytes / 1e6 / ceilings.s3.putMBps;
+function floorSeconds(r: Row, rows: readonly Row[], ceilings: Ceilings): number | undefined {
+  if (r.target !== 'S3' || r.kind !== 'full' || !ok(r.ours)) return undefined;
+  const local = rows.find((x) => x.target === 'local' && x.kind === r.kind)?.ours;
+  return s3FloorSeconds(ceilings, 'put', r.ours.storedBytes, ok(local) ? local.cpuSeconds : undefined);
 }
 
 /** Prints the tables on stdout and returns the targets' evaluation. */
-export function printReport(rows: Row[], sizeMiB: number, ceilings: Ceilings = {}): TargetResult[] {
+export function printReport(rows: Row[], sizeMiB: number, ceilings: Ceilings): TargetResult[] {
   const head = [
     'run',
     'ours MB/s',
@@ -98,7 +100,7 @@ export function printReport(rows: Row[], sizeMiB: number, ceilings: Ceilings = {
   for (const r of rows) {
     const q = ratio(r);
     const need = r.kind === 'full' ? 4 : 5;
-    const floor = floorSeconds(r, ceilings);
+    const floor = floorSeconds(r, rows, ceilings);
     targets.push({
       target: `${r.kind === 'full' ? 'full' : 'incremental'} ${r.target}: ≥ ${need}x restic`,
       measured: q === undefined ? 'n/a' : `${q.toFixed(2)}x`,

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { boundRatio, type Ceilings } from './ceilings.ts';
+import { boundRatio, type Ceilings, s3FloorSeconds } from './ceilings.ts';
 import { check, MiB, runMeasured } from './measure.ts';
 import { AGENT, agentEnv, repoRoot } from './ours.ts';
 import type { TargetResult } from './report.ts';
@@ -17,6 +17,8 @@ export interface RestoreMeasurement {
   readonly seconds: number;
   readonly mbps: number;
   readonly peakRssMiB: number | undefined;
+  /** User plus system CPU seconds (ours only). */
+  readonly cpuSeconds?: number;
   /** Bytes read from the safe (ours only). */
   readonly fetchedBytes?: number;
   /** Bytes written to the target (ours only). */
@@ -49,6 +51,7 @@ async function oursRestore(
     seconds: r.seconds,
     mbps: imageBytes / 1e6 / r.seconds,
     peakRssMiB: r.peakRssMiB,
+    cpuSeconds: r.cpuSeconds,
     fetchedBytes: out.fetchedBytes,
     writtenBytes: out.writtenBytes,
   };
@@ -127,20 +130,22 @@ const ok = (o: RestoreOutcome | undefined): o is RestoreMeasurement => o !== und
 
 /**
  * The floor of our restore on this machine: from the embedded S3, the bytes it fetched at moto's
- * best download rate; from a directory, the disk's time for its reads and writes at once.
+ * best download rate, and at least the CPU of the same restore from a directory (the local row
+ * of this run; bench/ceilings.ts s3FloorSeconds); from a directory, the disk's time for its reads
+ * and writes at once.
  */
-function floorSeconds(r: RestoreRow, ceilings: Ceilings): number | undefined {
+function floorSeconds(r: RestoreRow, rows: readonly RestoreRow[], ceilings: Ceilings): number | undefined {
   if (!ok(r.ours)) return undefined;
-  if (r.target === 'S3')
-    return ceilings.s3 ? (r.ours.fetchedBytes ?? 0) / 1e6 / ceilings.s3.getMBps : undefined;
-  return ceilings.disk?.seconds;
+  if (r.target === 'local') return ceilings.disk?.seconds;
+  const local = rows.find((x) => x.target === 'local')?.ours;
+  return s3FloorSeconds(ceilings, 'get', r.ours.fetchedBytes ?? 0, ok(local) ? local.cpuSeconds : undefined);
 }
 
 /** Prints the restore table and returns the issue's targets with their status. */
 export function printRestoreReport(
   rows: RestoreRow[],
   changedBytes: number,
-  ceilings: Ceilings = {},
+  ceilings: Ceilings,
 ): TargetResult[] {
   const f = (o: RestoreOutcome | undefined, g: (m: RestoreMeasurement) => string): string =>
     o === undefined ? '-' : ok(o) ? g(o) : `error: ${o.error.slice(0, 60)}…`;
@@ -158,7 +163,7 @@ export function printRestoreReport(
         `${f(r.restic, (m) => String(m.peakRssMiB?.toFixed(0)))} | ${f(r.delta, (m) => m.seconds.toFixed(2))} | ${f(r.delta, (m) => MiB(m.fetchedBytes ?? 0).toFixed(1))} |`,
     );
     const need = r.target === 'local' ? 3.5 : 2;
-    const floor = floorSeconds(r, ceilings);
+    const floor = floorSeconds(r, rows, ceilings);
     targets.push({
       target: `restore ${r.target}: ≥ ${need}x restic`,
       measured: q === undefined ? 'n/a' : `${q.toFixed(2)}x`,

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { buildAgent } from '../scripts/build-agent.ts';
 import { startMoto, stopMoto } from '../scripts/localcloud/moto.ts';
-import { type Ceilings, diskCeiling, printCeilings, s3Ceiling } from './ceilings.ts';
+import { type Ceilings, diskCeiling, machineCores, printCeilings, s3Ceiling } from './ceilings.ts';
 import { type CompactionBench, compactionBench, printCompactionReport } from './compaction.ts';
 import { type ImageInfo, type MutationInfo, makeImage, mutateImage } from './images.ts';
 import { type LagResult, measureLag, printLagReport } from './lag.ts';
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
   ];
   let moto: Awaited<ReturnType<typeof startMoto>> | undefined;
   let s3: S3Client | undefined;
-  let ceilings: Ceilings = {};
+  let ceilings: Ceilings = { cores: machineCores() };
   const rows: Row[] = [];
   let mutation: MutationInfo | undefined;
   const restoreRows: RestoreRow[] = [];
@@ -244,7 +244,7 @@ async function main(): Promise<void> {
         log,
       );
     }
-    ceilings = await measureCeilings(s3, restoreRows);
+    ceilings = await measureCeilings(s3, moto?.pid, restoreRows);
   } finally {
     if (moto) await stopMoto(moto.pid);
     if (!flags.keep) rmSync(runDir, { recursive: true, force: true });
@@ -311,16 +311,20 @@ async function main(): Promise<void> {
  * S3's rates over as many bytes as our S3 restore fetched, and the disk's for our local restore's
  * reads and writes.
  */
-async function measureCeilings(s3: S3Client | undefined, restoreRows: RestoreRow[]): Promise<Ceilings> {
+async function measureCeilings(
+  s3: S3Client | undefined,
+  motoPid: number | undefined,
+  restoreRows: RestoreRow[],
+): Promise<Ceilings> {
   const measured = (target: 'local' | 'S3') => {
     const o = restoreRows.find((r) => r.target === target)?.ours;
     return o && !('error' in o) ? o : undefined;
   };
-  const out: { s3?: Ceilings['s3']; disk?: Ceilings['disk'] } = {};
+  const out: { s3?: Ceilings['s3']; disk?: Ceilings['disk']; cores: number } = { cores: machineCores() };
   const remote = measured('S3');
   if (s3 && remote?.fetchedBytes) {
     log('measuring the embedded S3 alone (upload and download ceilings)');
-    out.s3 = await s3Ceiling(s3, 'bench-ceiling', remote.fetchedBytes).catch((e: Error) => {
+    out.s3 = await s3Ceiling(s3, 'bench-ceiling', remote.fetchedBytes, motoPid).catch((e: Error) => {
       log(`S3 ceiling: ERROR ${e.message}`);
       return undefined;
     });
