@@ -28,6 +28,7 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { BuildHandler, BuildHandlerArguments, MiddlewareStack } from '@smithy/types';
 import { contentRangeSize, noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
@@ -185,6 +186,12 @@ export class S3ObjectStore implements ObjectStore {
     const bytes = Buffer.from(await r.Body!.transformToByteArray());
     // without a Content-Range the whole (short) object came back
     return { bytes, size: contentRangeSize(r.ContentRange) ?? bytes.length };
+  }
+
+  presignGet(key: string, seconds: number): Promise<string> {
+    return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), {
+      expiresIn: seconds,
+    });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

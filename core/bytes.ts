@@ -76,6 +76,12 @@ export class ByteCursor {
     }
   }
 
+  /** Waits for the stream to end where the cursor is: bytes beyond it are an error. */
+  async end(): Promise<void> {
+    if (this.at < this.chunk.byteLength || !(await this.it.next()).done)
+      throw new Error(`${this.what}: more bytes than asked for after ${this.position}`);
+  }
+
   /** Ends the read early (the rest of the stream is not needed). */
   async close(): Promise<void> {
     await this.it.return?.();

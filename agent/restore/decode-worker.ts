@@ -3,7 +3,9 @@
  * context, identity check) and writes the blocks at their offsets in the target; for a delta
  * restore it also compares the target's blocks with the RP's identities, and zeroes blocks that
  * must be zero. So checksums, decompression and I/O run on every core while the main thread keeps
- * the reads in flight. A request's buffer is moved here and back, never copied.
+ * the reads in flight. A request's buffer is moved here and back, never copied. Reads of a
+ * directory safe's segment files and of HTTP sources (presigned URLs) are made here too, so their
+ * bytes never pass through the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { alignedBuffer, DirectFile } from '#adapters/direct-io.ts';
@@ -11,6 +13,7 @@ import { blockIdentity } from '#core/format/crypto.ts';
 import { decodeFrameInto, FrameError, runFrameOffsets } from '#core/format/frame.ts';
 import { ZstdDecoder } from '#core/format/zstd-decoder.ts';
 import { youngGc } from '../young-gc.ts';
+import { fetchRanges, RangeFetchError } from './range-fetch.ts';
 import { SegmentFiles } from './segment-files.ts';
 
 export interface DecodeSettings {
@@ -65,13 +68,32 @@ export interface ZeroRequest {
   readonly count: number;
 }
 
+/**
+ * Read `ranges` of a segment from `url` (a presigned URL) with one streamed GET, decoding, checking
+ * and writing each range's runs as soon as its bytes have arrived.
+ */
+export interface FetchRequest {
+  readonly kind: 'fetch';
+  readonly id: number;
+  readonly url: string;
+  /** The segment id, for messages. */
+  readonly segment: string;
+  /** Offsets increasing, none overlapping; each range's runs as in a DecodeRequest. */
+  readonly ranges: readonly {
+    readonly offset: number;
+    readonly length: number;
+    readonly runs: readonly DecodeRun[];
+  }[];
+  readonly allowDamaged: boolean;
+}
+
 /** Close the segment files this worker opened (before the pool closes). */
 export interface CloseRequest {
   readonly kind: 'close';
   readonly id: number;
 }
 
-export type WorkerRequest = DecodeRequest | CompareRequest | ZeroRequest | CloseRequest;
+export type WorkerRequest = DecodeRequest | FetchRequest | CompareRequest | ZeroRequest | CloseRequest;
 
 export interface DamagedBlocks {
   readonly first: number;
@@ -94,6 +116,10 @@ export interface WorkerResult {
   /** Reading the segment file failed (`readErrorCode`: ENOENT when it is gone). */
   readonly readError?: string;
   readonly readErrorCode?: string;
+  /** Bytes a fetch request received (gaps and broken attempts included). */
+  readonly fetched?: number;
+  /** A fetch request's read failed for good (`status`: the HTTP status, when there was one). */
+  readonly fetchError?: { readonly message: string; readonly status?: number };
 }
 
 const settings = workerData as DecodeSettings;
@@ -130,21 +156,27 @@ const deltaBuffers = (): { scratch: Buffer; zeros: Buffer } => {
   return { scratch, zeros };
 };
 
+/** What decoding some runs did: bytes written, blocks skipped as damaged, or the first bad block. */
+interface Decoded {
+  written: number;
+  readonly damaged: DamagedBlocks[];
+  failure?: { readonly block: number; readonly reason: string };
+}
+
 /**
- * Decodes the request's blocks (the bytes of its ranged read) into the ring; resolves once each
- * write has started, adding the writes to `writes`.
+ * Decodes `runs` from the bytes of a ranged read into the ring; resolves once each write has
+ * started, adding the writes to `writes`. Without `allowDamaged` the first bad block ends it
+ * (the blocks before it in its run are written).
  */
-async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]): Promise<WorkerResult> {
-  const damaged: DamagedBlocks[] = [];
-  let written = 0;
-  const done = (failure?: WorkerResult['failure']): WorkerResult => ({
-    id: req.id,
-    buf: req.buf,
-    written,
-    damaged,
-    ...(failure ? { failure } : {}),
-  });
-  for (const run of req.runs) {
+async function decodeRuns(
+  runs: readonly DecodeRun[],
+  allowDamaged: boolean,
+  buf: Uint8Array,
+  writes: Promise<void>[],
+  into: Decoded = { written: 0, damaged: [] },
+): Promise<Decoded> {
+  const { damaged } = into;
+  for (const run of runs) {
     let groupFirst = run.first;
     let bytes = 0;
     let n = 0;
@@ -155,7 +187,7 @@ async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]):
         writes.push(w);
         slot.writing = w.catch(() => {});
         current = (current + 1) % ring.length;
-        written += bytes;
+        into.written += bytes;
       }
       bytes = 0;
       n = 0;
@@ -175,7 +207,10 @@ async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]):
       } catch (e) {
         if (!(e instanceof FrameError)) throw e;
         flush();
-        if (!req.allowDamaged) return done({ block, reason: e.message });
+        if (!allowDamaged) {
+          into.failure = { block, reason: e.message };
+          return into;
+        }
         damaged.push({ first: block, count: 1, reason: e.message });
       }
     }
@@ -183,11 +218,66 @@ async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]):
     if (headerError !== undefined) {
       // without a header the rest of the run cannot be found
       const block = run.first + offsets.length;
-      if (!req.allowDamaged) return done({ block, reason: headerError });
+      if (!allowDamaged) {
+        into.failure = { block, reason: headerError };
+        return into;
+      }
       damaged.push({ first: block, count: run.count - offsets.length, reason: headerError });
     }
   }
-  return done();
+  return into;
+}
+
+/** Decodes a request's blocks (the bytes of its ranged read). */
+async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]): Promise<WorkerResult> {
+  return { id: req.id, buf: req.buf, ...(await decodeRuns(req.runs, req.allowDamaged, buf, writes)) };
+}
+
+/** Read buffers of fetch requests (one per fetch in flight here), reused. */
+const spareReads: Buffer[] = [];
+const READ_BUFFER = 8 * 1024 * 1024;
+
+/** Thrown by a fetch's range handler to end the read at a bad block. */
+const STOP = Symbol('stop');
+
+/**
+ * Fetches the request's ranges and decodes each one as it arrives; the decoding takes its turn
+ * with the worker's other requests (`exclusive`), while further bytes wait in the socket.
+ */
+async function fetchAndDecode(req: FetchRequest, writes: Promise<void>[]): Promise<WorkerResult> {
+  collectYoung ??= youngGc();
+  const need = Math.max(...req.ranges.map((r) => r.length));
+  const spare = spareReads.findIndex((b) => b.length >= need);
+  const buf =
+    spare >= 0 ? spareReads.splice(spare, 1)[0]! : Buffer.allocUnsafeSlow(Math.max(need, READ_BUFFER));
+  const decoded: Decoded = { written: 0, damaged: [] };
+  let fetched = 0;
+  const result = (extra: Partial<WorkerResult> = {}): WorkerResult => ({
+    id: req.id,
+    ...decoded,
+    fetched,
+    ...extra,
+  });
+  try {
+    await fetchRanges(
+      req.url,
+      req.ranges,
+      () => buf,
+      async (i, bytes) => {
+        await exclusive(() => decodeRuns(req.ranges[i]!.runs, req.allowDamaged, bytes, writes, decoded));
+        collectYoung?.(); // the range's received chunks
+        if (decoded.failure) throw STOP;
+      },
+      { what: `segment ${req.segment}`, onReceived: (n) => (fetched += n) },
+    );
+    return result();
+  } catch (e) {
+    if (e === STOP) return result();
+    if (e instanceof RangeFetchError) return result({ fetchError: { message: e.message, status: e.status } });
+    throw e;
+  } finally {
+    spareReads.push(buf);
+  }
 }
 
 /** Reads the blocks and compares each with its identity. */
@@ -225,8 +315,11 @@ async function zero(req: ZeroRequest): Promise<WorkerResult> {
   return { id: req.id, written, damaged: [] };
 }
 
-/** Decryption allocates each block's plaintext; a young collection after each request frees them (young-gc.ts). */
-const collectYoung = opts.dataKey ? youngGc() : undefined;
+/**
+ * Decryption allocates each block's plaintext, and a fetch each chunk it receives: a young
+ * collection after each such request frees them (young-gc.ts).
+ */
+let collectYoung = opts.dataKey ? youngGc() : undefined;
 
 /** A directory safe's segment files, opened (with their read buffers) on the first read. */
 let segmentFiles: SegmentFiles | undefined;
@@ -236,66 +329,77 @@ const files = (): SegmentFiles => {
 };
 
 /**
- * Requests run one after another, each answered once its writes are done; the read of a
- * segment file starts at once, so it overlaps the decoding of the requests before it. A failed
- * read or write (a full disk, an I/O error) is reported and stops the restore.
+ * The worker's decoding (and comparing, and zeroing) runs one step at a time, in the order asked:
+ * `exclusive` queues a step behind those before it. The read of a segment file, or the fetch of a
+ * URL, starts at once, so it overlaps the steps before it.
  */
-let working = Promise.resolve();
-/** Requests decoded whose writes are still settling. */
+let working: Promise<unknown> = Promise.resolve();
+function exclusive<T>(step: () => Promise<T>): Promise<T> {
+  const p = working.then(step);
+  working = p.catch(() => undefined);
+  return p;
+}
+
+/** Requests whose answer is still to be sent (their writes settling). */
 const answering = new Set<Promise<void>>();
-parentPort!.on('message', (req: WorkerRequest) => {
-  if (req.kind === 'close') {
-    working = working.then(async () => {
-      await Promise.all(answering);
-      segmentFiles?.close();
-      parentPort!.postMessage({ id: req.id, written: 0, damaged: [] } satisfies WorkerResult);
-    });
-    return;
-  }
+
+/** A request's work; `writes` collects every write it starts. */
+function work(req: Exclude<WorkerRequest, CloseRequest>, writes: Promise<void>[]): Promise<WorkerResult> {
+  if (req.kind === 'fetch') return fetchAndDecode(req, writes);
   const loading =
     req.kind === 'decode' && req.file !== undefined
       ? files().read(req.file, req.offset ?? 0, req.length)
       : undefined;
   loading?.catch(() => undefined);
-  const answer = (r: WorkerResult): void => parentPort!.postMessage(r, r.buf ? [r.buf] : []);
-  const failed = (e: unknown): WorkerResult => ({
-    id: req.id,
-    buf: req.kind === 'decode' ? req.buf : undefined,
-    written: 0,
-    damaged: [],
-    ioError: (e as Error).message,
-  });
-  working = working.then(async () => {
+  return exclusive(async (): Promise<WorkerResult> => {
     let loaded: Awaited<typeof loading>;
     try {
       loaded = await loading;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      answer({ id: req.id, written: 0, damaged: [], readError: (e as Error).message, readErrorCode: code });
-      return;
+      return { id: req.id, written: 0, damaged: [], readError: (e as Error).message, readErrorCode: code };
     }
-    // every write this request starts, so that it is answered only once all have settled
-    const writes: Promise<void>[] = [];
-    let result: WorkerResult;
+    if (req.kind !== 'decode') return req.kind === 'compare' ? compare(req) : zero(req);
+    const bytes = loaded ? loaded.bytes : Buffer.from(req.buf!, 0, req.length);
     try {
-      if (req.kind === 'decode') {
-        const bytes = loaded ? loaded.bytes : Buffer.from(req.buf!, 0, req.length);
-        try {
-          result = await decode(req, bytes, writes);
-        } finally {
-          loaded?.release();
-        }
-      } else result = await (req.kind === 'compare' ? compare(req) : zero(req));
-    } catch (e) {
-      result = failed(e);
+      return await decode(req, bytes, writes);
+    } finally {
+      loaded?.release();
     }
-    collectYoung?.();
-    // answered once its writes have settled, while the next request already decodes
-    const answered = Promise.allSettled(writes).then((settled) => {
+  });
+}
+
+/**
+ * Each request is answered once its writes have settled, while the next one already decodes. A
+ * failed read or write (a full disk, an I/O error) is reported and stops the restore.
+ */
+parentPort!.on('message', (req: WorkerRequest) => {
+  const answer = (r: WorkerResult): void => parentPort!.postMessage(r, r.buf ? [r.buf] : []);
+  if (req.kind === 'close') {
+    void exclusive(async () => {
+      await Promise.all(answering);
+      segmentFiles?.close();
+      answer({ id: req.id, written: 0, damaged: [] });
+    });
+    return;
+  }
+  const writes: Promise<void>[] = [];
+  const answered = work(req, writes)
+    .catch(
+      (e: unknown): WorkerResult => ({
+        id: req.id,
+        buf: req.kind === 'decode' ? req.buf : undefined,
+        written: 0,
+        damaged: [],
+        ioError: (e as Error).message,
+      }),
+    )
+    .then(async (result) => {
+      collectYoung?.();
+      const settled = await Promise.allSettled(writes);
       const error = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
       answer(error && !result.ioError ? { ...result, ioError: (error.reason as Error).message } : result);
     });
-    answering.add(answered);
-    void answered.finally(() => answering.delete(answered));
-  });
+  answering.add(answered);
+  void answered.finally(() => answering.delete(answered));
 });

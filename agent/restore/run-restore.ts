@@ -21,6 +21,7 @@ import { CorruptBlockError } from '#core/safe-reader.ts';
 import { WorkerPool } from '../worker-pool.ts';
 import { BufferPool } from './buffer-pool.ts';
 import type { DecodeRun, DecodeSettings, WorkerRequest, WorkerResult } from './decode-worker.ts';
+import { ResumeBudget } from './range-fetch.ts';
 import { type SegmentSource, UrlFetchError } from './segment-source.ts';
 
 export interface RestoreInput {
@@ -68,8 +69,6 @@ export interface RestoreResult {
 const ZERO_BLOCKS = 1024;
 /** Read buffers hold a plan's largest ranged read (core/restore-plan.ts maxRangeBytes). */
 const READ_BUFFER = 8 * 1024 * 1024;
-/** Times a streamed read is opened before its error ends the restore. */
-const STREAM_ATTEMPTS = 3;
 
 /** Suffix of a new file while it is being restored; renamed to the target name when complete. */
 export const PARTIAL_SUFFIX = '.cdp-partial';
@@ -175,8 +174,39 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   };
 
   /**
+   * A worker fetches `ranges` of `segment` from `url` itself (one streamed GET) and decodes,
+   * checks and writes each range's runs as its bytes arrive.
+   */
+  const fetchVia = async (
+    segment: string,
+    url: string,
+    ranges: readonly { offset: number; length: number; runs: readonly DecodeRun[] }[],
+  ): Promise<void> => {
+    const r = await submit(
+      {
+        kind: 'fetch',
+        id: requests++,
+        url,
+        segment,
+        ranges: ranges.map(({ offset, length, runs }) => ({ offset, length, runs })),
+        allowDamaged,
+      },
+      [],
+    );
+    input.source.counted?.(r.fetched ?? 0);
+    if (r.fetchError?.status === 404) {
+      // gone since the plan was made (a compaction's garbage collection, or damage)
+      throw new NotFoundError(`segment ${segment} of safe ${head.safe}`, {
+        key: segmentKey(head.safe, segment),
+      });
+    }
+    if (r.fetchError) throw new UrlFetchError(r.fetchError.message, true);
+    decoded(segment, r);
+  };
+
+  /**
    * The bytes at `offset` of `segment` (read here, or by the worker itself from a local segment
-   * file); a worker decodes `runs` from them, checks and writes them.
+   * file or a URL); a worker decodes `runs` from them, checks and writes them.
    */
   const fetchAndWrite = async (
     segment: string,
@@ -184,6 +214,9 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     length: number,
     runs: readonly DecodeRun[],
   ): Promise<void> => {
+    const url =
+      input.source.localFile?.(segment) === undefined ? await input.source.url?.(segment) : undefined;
+    if (url !== undefined) return fetchVia(segment, url, [{ offset, length, runs }]);
     const file = input.source.localFile?.(segment);
     if (file !== undefined) {
       const r = await submit(
@@ -247,15 +280,21 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   /**
    * Ranges of one segment read with one streamed request (core/restore-plan.ts streamSpans): each
    * range goes to a worker as soon as its bytes have arrived. A stream that breaks is opened again
-   * from the first range not yet read, a few times.
+   * from the first range not yet read, a few times. A source with URLs (presigned) is read by the
+   * worker itself, which does the same (range-fetch.ts).
    */
   const streamSpan = async (span: readonly PlanRange[]): Promise<void> => {
     const segment = span[0]!.segment;
+    const url = await input.source.url?.(segment);
+    if (url !== undefined) {
+      await fetchVia(segment, url, span);
+      for (const range of span) counted(range);
+      return;
+    }
     const last = span[span.length - 1]!;
     const decoding: Promise<void>[] = [];
+    const budget = new ResumeBudget();
     let next = 0;
-    let failures = 0;
-    let reached = 0;
     let streamError: unknown;
     try {
       while (next < span.length) {
@@ -279,10 +318,8 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
             decoding.push(p);
           }
         } catch (e) {
-          if (next > reached) failures = 0; // this attempt got further: the link works, if unsteadily
-          reached = next;
           const final = e instanceof NotFoundError || (e instanceof UrlFetchError && e.final);
-          if (final || ++failures >= STREAM_ATTEMPTS) throw e;
+          if (final || budget.exhausted(next)) throw e;
         } finally {
           await cursor?.close().catch(() => undefined);
         }

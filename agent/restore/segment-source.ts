@@ -33,8 +33,16 @@ export interface SegmentSource {
    * themselves (direct I/O, no copy through this thread) and report the bytes with `counted`.
    */
   localFile?(segment: string): string | undefined;
+  /**
+   * A URL the restore's workers can GET ranges of the segment from themselves (a presigned URL),
+   * when the source is reachable over HTTP; they report the bytes with `counted`.
+   */
+  url?(segment: string): Promise<string | undefined>;
   counted?(bytes: number): void;
 }
+
+/** How long a presigned URL made for one streamed read of a restore lives. */
+const STREAM_URL_SECONDS = 3600;
 
 /** Reads through a SafeReader whose store is wrapped by `countingStore` (so footers count too). */
 export class StoreSource implements SegmentSource {
@@ -58,6 +66,9 @@ export class StoreSource implements SegmentSource {
   }
   localFile(segment: string): string | undefined {
     return this.reader.store.filePath?.(segmentKey(this.reader.safe, segment));
+  }
+  async url(segment: string): Promise<string | undefined> {
+    return this.reader.store.presignGet?.(segmentKey(this.reader.safe, segment), STREAM_URL_SECONDS);
   }
   counted(bytes: number): void {
     this.counter.bytes += bytes;
@@ -194,6 +205,14 @@ export class UrlSource implements SegmentSource {
     return b;
   }
 
+  async url(segment: string): Promise<string> {
+    return this.urlOf(segment);
+  }
+
+  counted(bytes: number): void {
+    this.fetchedBytes += bytes;
+  }
+
   entries(segment: string): Promise<SegmentEntry[]> {
     let p = this.footers.get(segment);
     if (!p) {
@@ -244,6 +263,7 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
     },
     head: (k) => store.head(k),
     ...(store.filePath ? { filePath: (k: string) => store.filePath!(k) } : {}),
+    ...(store.presignGet ? { presignGet: (k: string, s: number) => store.presignGet!(k, s) } : {}),
     put: (k, b) => store.put(k, b),
     putIfAbsent: (k, b) => store.putIfAbsent(k, b),
     list: (p) => store.list(p),

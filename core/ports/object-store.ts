@@ -19,6 +19,9 @@
  *   (durable), never partially; `abort` leaves nothing visible.
  * - `delete`: removes the object; deleting a missing key is not an error. Only garbage collection
  *   (core/compaction) deletes, and only objects no committed view references.
+ * - `presignGet` (stores reachable over HTTP): a URL that GETs the key (with any `Range`) for
+ *   `seconds`, without further credentials; computed locally, no request is made. A missing key
+ *   answers 404 when the URL is used.
  */
 export interface ObjectInfo {
   readonly key: string;
@@ -52,5 +55,7 @@ export interface ObjectStore {
   openWriter(key: string): ObjectWriter;
   /** The local file holding `key`, for stores of files (a restore's workers read those directly). */
   filePath?(key: string): string;
+  /** A presigned GET URL of `key`, for stores reachable over HTTP (a restore's workers fetch it). */
+  presignGet?(key: string, seconds: number): Promise<string>;
   delete(key: string): Promise<void>;
 }

@@ -97,6 +97,20 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       expect((await s.list(`${seg('c').slice(0, -70)}`)).map((o) => o.key)).not.toContain(seg('c'));
     });
 
+    it('presignGet (where offered): a URL that GETs a range without credentials; 404 for a missing key', async () => {
+      const s = await make();
+      if (!s.presignGet) {
+        expect(s.filePath).toBeDefined(); // only a store of local files may lack it
+        return;
+      }
+      await s.put(seg('f'), Buffer.from('0123456789abcdef'));
+      const r = await fetch(await s.presignGet(seg('f'), 60), { headers: { Range: 'bytes=3-6' } });
+      expect(r.status).toBe(206);
+      expect(await r.text()).toBe('3456');
+      const missing = await fetch(await s.presignGet(seg('9'), 60));
+      expect(missing.status).toBe(404);
+    });
+
     it('delete removes an object and tolerates a missing one', async () => {
       const s = await make();
       await s.put(seg('d'), Buffer.from('doomed'));
