@@ -17,7 +17,7 @@ import {
   unlink,
 } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { noChunks, viewOf } from '#core/bytes.ts';
+import { viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
@@ -93,15 +93,6 @@ export class FsObjectStore implements ObjectStore {
     } finally {
       await h.close();
     }
-  }
-
-  async getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    const h = await this.openObject(key);
-    if (length === 0) {
-      await h.close();
-      return noChunks();
-    }
-    return h.createReadStream({ start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 });
   }
 
   async getTail(key: string, length: number): Promise<ObjectTail> {

@@ -30,7 +30,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { BuildHandler, BuildHandlerArguments, MiddlewareStack } from '@smithy/types';
-import { contentRangeSize, noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
+import { contentRangeSize, readStreamInto, viewOf } from '#core/bytes.ts';
 import { NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
@@ -158,19 +158,6 @@ export class S3ObjectStore implements ObjectStore {
     const b = await this.getBody(key, `bytes=${offset}-${offset + length - 1}`, into && viewOf(into, length));
     if (b.length !== length) throw new Error(`${key}: range ${offset}+${length} returned ${b.length} bytes`);
     return b;
-  }
-
-  async getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    if (length === 0) return noChunks();
-    const r = await this.getObject(key, `bytes=${offset}-${offset + length - 1}`);
-    // a store that ignored the range would hand over the wrong bytes
-    if (!r.ContentRange?.startsWith(`bytes ${offset}-`) || r.ContentLength !== length) {
-      await (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-      throw new Error(
-        `${key}: asked bytes ${offset}+${length}, the store answered ${r.ContentRange ?? 'without a range'} (${r.ContentLength} bytes)`,
-      );
-    }
-    return r.Body as AsyncIterable<Uint8Array>;
   }
 
   async getTail(key: string, length: number): Promise<ObjectTail> {

@@ -55,10 +55,6 @@ export class CountingStore implements ObjectStore {
     this.n('GET');
     return this.inner.getRange(key, o, l, into);
   }
-  getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    this.n('GET');
-    return this.inner.getStream(key, offset, length);
-  }
   getTail(key: string, length: number): Promise<ObjectTail> {
     this.n('GET');
     return this.inner.getTail(key, length);

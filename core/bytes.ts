@@ -88,9 +88,6 @@ export class ByteCursor {
   }
 }
 
-/** A stream of no chunks (a read of zero bytes). */
-export async function* noChunks(): AsyncGenerator<Uint8Array> {}
-
 /** The whole object's size from an HTTP `Content-Range` ("bytes <first>-<last>/<size>"), if it says. */
 export function contentRangeSize(header: string | null | undefined): number | undefined {
   const total = /\/(\d+)$/.exec(header ?? '')?.[1];

@@ -3,9 +3,8 @@
  * context, identity check) and writes the blocks at their offsets in the target; for a delta
  * restore it also compares the target's blocks with the RP's identities, and zeroes blocks that
  * must be zero. So checksums, decompression and I/O run on every core while the main thread keeps
- * the reads in flight. A request's buffer is moved here and back, never copied. Reads of a
- * directory safe's segment files and of HTTP sources (presigned URLs) are made here too, so their
- * bytes never pass through the main thread.
+ * the reads in flight. The reads themselves are made here too, of a directory safe's segment
+ * files or of presigned URLs, so no segment byte passes through the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { alignedBuffer, DirectFile } from '#adapters/direct-io.ts';
@@ -35,16 +34,14 @@ export interface DecodeRun {
 }
 
 /**
- * Decode `runs` from the bytes of a ranged read, check them and write them. The bytes come in
- * `buf`, or the worker reads them from `file` at `offset` (a directory safe's segment file).
+ * Read `length` bytes at `offset` of `file` (a directory safe's segment file), decode `runs`
+ * from them, check them and write them.
  */
 export interface DecodeRequest {
   readonly kind: 'decode';
   readonly id: number;
-  readonly buf?: ArrayBuffer;
-  readonly file?: string;
-  readonly offset?: number;
-  /** Bytes of the ranged read (`buf` is reused, so it may be longer). */
+  readonly file: string;
+  readonly offset: number;
   readonly length: number;
   readonly runs: readonly DecodeRun[];
   /** Report bad blocks and go on (they are not written); otherwise the first one ends the request. */
@@ -103,8 +100,6 @@ export interface DamagedBlocks {
 
 export interface WorkerResult {
   readonly id: number;
-  /** A decode request's buffer, moved back for the next read. */
-  readonly buf?: ArrayBuffer;
   readonly written: number;
   readonly damaged: DamagedBlocks[];
   /** The first bad block, when not allowDamaged (blocks before it in its run were written). */
@@ -230,7 +225,7 @@ async function decodeRuns(
 
 /** Decodes a request's blocks (the bytes of its ranged read). */
 async function decode(req: DecodeRequest, buf: Buffer, writes: Promise<void>[]): Promise<WorkerResult> {
-  return { id: req.id, buf: req.buf, ...(await decodeRuns(req.runs, req.allowDamaged, buf, writes)) };
+  return { id: req.id, ...(await decodeRuns(req.runs, req.allowDamaged, buf, writes)) };
 }
 
 /** Read buffers of fetch requests (one per fetch in flight here), reused. */
@@ -346,10 +341,7 @@ const answering = new Set<Promise<void>>();
 /** A request's work; `writes` collects every write it starts. */
 function work(req: Exclude<WorkerRequest, CloseRequest>, writes: Promise<void>[]): Promise<WorkerResult> {
   if (req.kind === 'fetch') return fetchAndDecode(req, writes);
-  const loading =
-    req.kind === 'decode' && req.file !== undefined
-      ? files().read(req.file, req.offset ?? 0, req.length)
-      : undefined;
+  const loading = req.kind === 'decode' ? files().read(req.file, req.offset, req.length) : undefined;
   loading?.catch(() => undefined);
   return exclusive(async (): Promise<WorkerResult> => {
     let loaded: Awaited<typeof loading>;
@@ -360,11 +352,10 @@ function work(req: Exclude<WorkerRequest, CloseRequest>, writes: Promise<void>[]
       return { id: req.id, written: 0, damaged: [], readError: (e as Error).message, readErrorCode: code };
     }
     if (req.kind !== 'decode') return req.kind === 'compare' ? compare(req) : zero(req);
-    const bytes = loaded ? loaded.bytes : Buffer.from(req.buf!, 0, req.length);
     try {
-      return await decode(req, bytes, writes);
+      return await decode(req, loaded!.bytes, writes);
     } finally {
-      loaded?.release();
+      loaded!.release();
     }
   });
 }
@@ -374,7 +365,7 @@ function work(req: Exclude<WorkerRequest, CloseRequest>, writes: Promise<void>[]
  * failed read or write (a full disk, an I/O error) is reported and stops the restore.
  */
 parentPort!.on('message', (req: WorkerRequest) => {
-  const answer = (r: WorkerResult): void => parentPort!.postMessage(r, r.buf ? [r.buf] : []);
+  const answer = (r: WorkerResult): void => parentPort!.postMessage(r);
   if (req.kind === 'close') {
     void exclusive(async () => {
       await Promise.all(answering);
@@ -388,7 +379,6 @@ parentPort!.on('message', (req: WorkerRequest) => {
     .catch(
       (e: unknown): WorkerResult => ({
         id: req.id,
-        buf: req.kind === 'decode' ? req.buf : undefined,
         written: 0,
         damaged: [],
         ioError: (e as Error).message,

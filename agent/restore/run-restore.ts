@@ -11,7 +11,6 @@
  */
 import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
 import { openDirect } from '#adapters/direct-io.ts';
-import { ByteCursor } from '#core/bytes.ts';
 import { forEachLimit, TaskLimiter } from '#core/concurrency.ts';
 import { NotFoundError } from '#core/errors.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
@@ -19,9 +18,7 @@ import { segmentKey } from '#core/keys.ts';
 import { type PlanRange, type RestorePlan, streamSpans } from '#core/restore-plan.ts';
 import { CorruptBlockError } from '#core/safe-reader.ts';
 import { WorkerPool } from '../worker-pool.ts';
-import { BufferPool } from './buffer-pool.ts';
 import type { DecodeRun, DecodeSettings, WorkerRequest, WorkerResult } from './decode-worker.ts';
-import { ResumeBudget } from './range-fetch.ts';
 import { type SegmentSource, UrlFetchError } from './segment-source.ts';
 
 export interface RestoreInput {
@@ -67,8 +64,12 @@ export interface RestoreResult {
 
 /** Blocks per request when zeroing holes (a delta restore): 64 MiB at 64 KiB blocks. */
 const ZERO_BLOCKS = 1024;
-/** Read buffers hold a plan's largest ranged read (core/restore-plan.ts maxRangeBytes). */
-const READ_BUFFER = 8 * 1024 * 1024;
+/** A ranged read of a segment, and the runs to decode from its bytes. */
+interface ReadRange {
+  readonly offset: number;
+  readonly length: number;
+  readonly runs: readonly DecodeRun[];
+}
 
 /** Suffix of a new file while it is being restored; renamed to the target name when complete. */
 export const PARTIAL_SUFFIX = '.cdp-partial';
@@ -146,116 +147,62 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   let requests = 0;
   const allowDamaged = input.allowDamaged === true;
   /** Sends a request to a worker; a failed read or write of the target ends the restore. */
-  const submit = async (req: WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerResult> => {
-    let r: WorkerResult;
-    try {
-      r = await pool.submit(req, transfer);
-    } catch (e) {
-      if (req.kind === 'decode' && req.buf) buffers.lost();
-      throw e;
-    }
-    if (r.buf) buffers.give(r.buf);
+  const submit = async (req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<WorkerResult> => {
+    const r = await pool.submit(req, transfer);
     if (r.ioError) throw new Error(`restoring into ${work}: ${r.ioError}`);
     written += r.written;
     return r;
   };
 
-  /** Read buffers (for reads this thread makes), each moved to a worker with its bytes and back. */
-  const buffers = new BufferPool(parallel + 2, READ_BUFFER);
-  const read = async (segment: string, offset: number, length: number): Promise<ArrayBuffer> => {
-    const buf = await buffers.take(length);
-    try {
-      await input.source.range(segment, offset, length, new Uint8Array(buf, 0, length));
-    } catch (e) {
-      buffers.give(buf);
-      throw e;
-    }
-    return buf;
+  const gone = (segment: string, path?: string): NotFoundError =>
+    // gone since the plan was made (a compaction's garbage collection, or damage)
+    new NotFoundError(`segment ${segment} of safe ${head.safe}`, {
+      key: segmentKey(head.safe, segment),
+      ...(path ? { path } : {}),
+    });
+
+  /** A segment's URL for the workers, when the source has no local file of it. */
+  const urlOf = async (segment: string): Promise<string> => {
+    const url = await input.source.url?.(segment);
+    if (url === undefined) throw new Error(`the restore's source can read no bytes of segment ${segment}`);
+    return url;
   };
 
   /**
-   * A worker fetches `ranges` of `segment` from `url` itself (one streamed GET) and decodes,
-   * checks and writes each range's runs as its bytes arrive.
+   * A worker fetches `ranges` of `segment` itself (one streamed GET of its URL, reopened where it
+   * broke: range-fetch.ts) and decodes, checks and writes each range's runs as its bytes arrive.
    */
-  const fetchVia = async (
+  const fetchRanges = async (
     segment: string,
-    url: string,
-    ranges: readonly { offset: number; length: number; runs: readonly DecodeRun[] }[],
+    ranges: readonly PlanRange[] | readonly ReadRange[],
   ): Promise<void> => {
-    const r = await submit(
-      {
-        kind: 'fetch',
-        id: requests++,
-        url,
-        segment,
-        ranges: ranges.map(({ offset, length, runs }) => ({ offset, length, runs })),
-        allowDamaged,
-      },
-      [],
-    );
+    const r = await submit({
+      kind: 'fetch',
+      id: requests++,
+      url: await urlOf(segment),
+      segment,
+      ranges: ranges.map(({ offset, length, runs }) => ({ offset, length, runs })),
+      allowDamaged,
+    });
     input.source.counted?.(r.fetched ?? 0);
-    if (r.fetchError?.status === 404) {
-      // gone since the plan was made (a compaction's garbage collection, or damage)
-      throw new NotFoundError(`segment ${segment} of safe ${head.safe}`, {
-        key: segmentKey(head.safe, segment),
-      });
-    }
+    if (r.fetchError?.status === 404) throw gone(segment);
     if (r.fetchError) throw new UrlFetchError(r.fetchError.message, true);
     decoded(segment, r);
   };
 
-  /**
-   * The bytes at `offset` of `segment` (read here, or by the worker itself from a local segment
-   * file or a URL); a worker decodes `runs` from them, checks and writes them.
-   */
-  const fetchAndWrite = async (
-    segment: string,
-    offset: number,
-    length: number,
-    runs: readonly DecodeRun[],
-  ): Promise<void> => {
-    const url =
-      input.source.localFile?.(segment) === undefined ? await input.source.url?.(segment) : undefined;
-    if (url !== undefined) return fetchVia(segment, url, [{ offset, length, runs }]);
-    const file = input.source.localFile?.(segment);
-    if (file !== undefined) {
-      const r = await submit(
-        {
-          kind: 'decode',
-          id: requests++,
-          file,
-          offset,
-          length,
-          runs,
-          allowDamaged,
-        },
-        [],
-      );
-      if (r.readErrorCode === 'ENOENT') {
-        // gone since the plan was made (a compaction's garbage collection, or damage)
-        throw new NotFoundError(`segment ${segment} of safe ${head.safe}`, {
-          key: segmentKey(head.safe, segment),
-          path: file,
-        });
-      }
-      if (r.readError) throw new Error(`segment ${segment}: ${r.readError}`);
-      input.source.counted?.(length);
-      return decoded(segment, r);
-    }
-    return decodeBuffer(segment, await read(segment, offset, length), length, runs);
+  /** A worker reads a range of a local segment file itself, and decodes, checks and writes its runs. */
+  const readFile = async (segment: string, file: string, range: ReadRange): Promise<void> => {
+    const r = await submit({ kind: 'decode', id: requests++, file, ...range, allowDamaged });
+    if (r.readErrorCode === 'ENOENT') throw gone(segment, file);
+    if (r.readError) throw new Error(`segment ${segment}: ${r.readError}`);
+    input.source.counted?.(range.length);
+    decoded(segment, r);
   };
 
-  /** A worker decodes `runs` from the `length` bytes read into `buf`, checks and writes them. */
-  const decodeBuffer = async (
-    segment: string,
-    buf: ArrayBuffer,
-    length: number,
-    runs: readonly DecodeRun[],
-  ): Promise<void> => {
-    decoded(
-      segment,
-      await submit({ kind: 'decode', id: requests++, buf, length, runs, allowDamaged }, [buf]),
-    );
+  /** The bytes at `offset` of `segment`, read by a worker (from its file or its URL), which decodes, checks and writes `runs`. */
+  const readAndWrite = async (segment: string, range: ReadRange): Promise<void> => {
+    const file = input.source.localFile?.(segment);
+    return file !== undefined ? readFile(segment, file, range) : fetchRanges(segment, [range]);
   };
 
   const decoded = (segment: string, r: WorkerResult): void => {
@@ -278,72 +225,22 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   };
 
   /**
-   * Ranges of one segment read with one streamed request (core/restore-plan.ts streamSpans): each
-   * range goes to a worker as soon as its bytes have arrived. A stream that breaks is opened again
-   * from the first range not yet read, a few times. A source with URLs (presigned) is read by the
-   * worker itself, which does the same (range-fetch.ts).
+   * A new target: local segment files range by range, remote segments a span of ranges at a time
+   * in one streamed read (core/restore-plan.ts streamSpans); workers make the reads.
    */
-  const streamSpan = async (span: readonly PlanRange[]): Promise<void> => {
-    const segment = span[0]!.segment;
-    const url = await input.source.url?.(segment);
-    if (url !== undefined) {
-      await fetchVia(segment, url, span);
-      for (const range of span) counted(range);
-      return;
-    }
-    const last = span[span.length - 1]!;
-    const decoding: Promise<void>[] = [];
-    const budget = new ResumeBudget();
-    let next = 0;
-    let streamError: unknown;
-    try {
-      while (next < span.length) {
-        const start = span[next]!.offset;
-        let cursor: ByteCursor | undefined;
-        try {
-          const chunks = await input.source.stream(segment, start, last.offset + last.length - start);
-          cursor = new ByteCursor(chunks, `segment ${segment} from ${start}`);
-          for (; next < span.length; next++) {
-            const range = span[next]!;
-            await cursor.skip(range.offset - start - cursor.position);
-            const buf = await buffers.take(range.length);
-            try {
-              await cursor.fill(new Uint8Array(buf, 0, range.length));
-            } catch (e) {
-              buffers.give(buf);
-              throw e;
-            }
-            const p = decodeBuffer(segment, buf, range.length, range.runs).then(() => counted(range));
-            p.catch(() => undefined); // awaited below
-            decoding.push(p);
-          }
-        } catch (e) {
-          const final = e instanceof NotFoundError || (e instanceof UrlFetchError && e.final);
-          if (final || budget.exhausted(next)) throw e;
-        } finally {
-          await cursor?.close().catch(() => undefined);
-        }
-      }
-    } catch (e) {
-      streamError = e;
-    }
-    // every decode settles before this span ends, in success or failure
-    const failed = (await Promise.allSettled(decoding)).find((x) => x.status === 'rejected');
-    if (failed) throw failed.reason;
-    if (streamError !== undefined) throw streamError;
-  };
-
-  /** A new target: local segment files range by range (workers read them), remote ones streamed. */
   const fullPage = async (page: RestorePlan): Promise<void> => {
     const local: PlanRange[] = [];
     const remote: PlanRange[] = [];
     for (const r of page.ranges) (input.source.localFile?.(r.segment) !== undefined ? local : remote).push(r);
     const units: (() => Promise<void>)[] = [
       ...local.map((r) => async () => {
-        await fetchAndWrite(r.segment, r.offset, r.length, r.runs);
+        await readFile(r.segment, input.source.localFile!(r.segment)!, r);
         counted(r);
       }),
-      ...streamSpans(remote).map((span) => () => streamSpan(span)),
+      ...streamSpans(remote).map((span) => async () => {
+        await fetchRanges(span[0]!.segment, span);
+        for (const r of span) counted(r);
+      }),
     ];
     // no barrier at the page's end: the next page's reads start as this page's finish
     for (const unit of units) {
@@ -367,9 +264,11 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
       for (const [i, j] of r.differing ?? []) {
         const a = entries[run.frame + i]!;
         const z = entries[run.frame + j - 1]!;
-        await fetchAndWrite(range.segment, a.offset, z.offset + z.frameLength - a.offset, [
-          { first: run.first + i, count: j - i, offset: 0 },
-        ]);
+        await readAndWrite(range.segment, {
+          offset: a.offset,
+          length: z.offset + z.frameLength - a.offset,
+          runs: [{ first: run.first + i, count: j - i, offset: 0 }],
+        });
         differing += j - i;
       }
       unchanged += run.count - differing;
@@ -394,7 +293,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     }
     if (at < end) hole(at, end);
     await forEachLimit(spans, parallel, async ([a, b]) => {
-      await submit({ kind: 'zero', id: requests++, first: a, count: b - a }, []);
+      await submit({ kind: 'zero', id: requests++, first: a, count: b - a });
       progress(Math.min(b * blockSize, deviceSize) - a * blockSize);
     });
   };

@@ -4,7 +4,7 @@
  * restoring host then needs no read access to the bucket).
  */
 
-import { contentRangeSize, noChunks, readStreamInto, viewOf } from '#core/bytes.ts';
+import { contentRangeSize, readStreamInto, viewOf } from '#core/bytes.ts';
 import {
   parseSegmentIndex,
   SEGMENT_FOOTER_READ,
@@ -15,17 +15,13 @@ import {
 import { segmentKey } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 import type { SafeReader } from '#core/safe-reader.ts';
+import { READ_TIMEOUT_MS } from './range-fetch.ts';
 
 export interface SegmentSource {
   /** Bytes read so far (ranges and footers). */
   readonly fetchedBytes: number;
   /** `length` bytes at `offset` of the segment; read into `into` when given (at least `length` bytes). */
   range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
-  /**
-   * `length` bytes at `offset` as one streamed read (consecutive ranges of a segment in one
-   * request); the stream may end short, which its reader reports.
-   */
-  stream(segment: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>>;
   /** The segment's footer index (for delta restore). */
   entries(segment: string): Promise<SegmentEntry[]>;
   /**
@@ -58,9 +54,6 @@ export class StoreSource implements SegmentSource {
   range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     return this.reader.store.getRange(segmentKey(this.reader.safe, segment), offset, length, into);
   }
-  stream(segment: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    return this.reader.store.getStream(segmentKey(this.reader.safe, segment), offset, length);
-  }
   entries(segment: string): Promise<SegmentEntry[]> {
     return this.reader.segmentEntries(segment);
   }
@@ -74,9 +67,6 @@ export class StoreSource implements SegmentSource {
     this.counter.bytes += bytes;
   }
 }
-
-/** A ranged read fails when its server sends nothing for this long (and is retried). */
-const READ_TIMEOUT_MS = 120_000;
 
 export class UrlFetchError extends Error {
   /** Not worth retrying (the server refused the request itself). */
@@ -112,12 +102,11 @@ export class UrlSource implements SegmentSource {
   }
 
   /** The response to a ranged GET of the segment's URL, once it has answered 200 or 206. */
-  private async respond(
-    segment: string,
-    range: string,
-    signal: AbortSignal = AbortSignal.timeout(READ_TIMEOUT_MS),
-  ): Promise<Response> {
-    const res = await fetch(this.urlOf(segment), { headers: { Range: range }, signal });
+  private async respond(segment: string, range: string): Promise<Response> {
+    const res = await fetch(this.urlOf(segment), {
+      headers: { Range: range },
+      signal: AbortSignal.timeout(READ_TIMEOUT_MS),
+    });
     if (res.status === 206 || res.status === 200) return res;
     const body = await res.text();
     throw new UrlFetchError(
@@ -138,57 +127,6 @@ export class UrlSource implements SegmentSource {
       const size = contentRangeSize(res.headers.get('content-range'));
       return { bytes: b, size: size ?? (res.status === 200 ? b.length : undefined) };
     });
-  }
-
-  async stream(segment: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    if (length === 0) return noChunks();
-    const range = `bytes=${offset}-${offset + length - 1}`;
-    // a long read is not timed as a whole: it fails when no byte arrives for READ_TIMEOUT_MS
-    let stalled = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const quiet = (): void => {
-      clearTimeout(timer);
-      const c = stalled;
-      timer = setTimeout(
-        () =>
-          c.abort(
-            new UrlFetchError(`segment ${segment} ${range}: nothing arrived for ${READ_TIMEOUT_MS} ms`),
-          ),
-        READ_TIMEOUT_MS,
-      );
-    };
-    let res: Response;
-    try {
-      res = await this.retried(async () => {
-        stalled = new AbortController();
-        quiet();
-        const r = await this.respond(segment, range, stalled.signal);
-        if (r.status === 200 && offset > 0) {
-          await r.body?.cancel();
-          throw new UrlFetchError(`segment ${segment} ${range}: the server ignored the range`, true);
-        }
-        return r;
-      });
-    } catch (e) {
-      clearTimeout(timer);
-      throw e;
-    }
-    const body = res.body;
-    const count = (n: number): void => {
-      this.fetchedBytes += n;
-    };
-    return (async function* () {
-      try {
-        if (!body) return;
-        for await (const c of body) {
-          quiet();
-          count(c.byteLength);
-          yield c;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    })();
   }
 
   async range(segment: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
@@ -246,15 +184,6 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
       const b = await store.getRange(k, o, l, into);
       counter.bytes += b.length;
       return b;
-    },
-    getStream: async (k, o, l) => {
-      const chunks = await store.getStream(k, o, l);
-      return (async function* () {
-        for await (const c of chunks) {
-          counter.bytes += c.byteLength;
-          yield c;
-        }
-      })();
     },
     getTail: async (k, l) => {
       const t = await store.getTail(k, l);

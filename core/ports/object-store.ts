@@ -8,9 +8,6 @@
  *   reader that reuses its buffers allocates nothing per read.
  * - `getTail`: the object's last `length` bytes (all of it when shorter) and its size, in one
  *   request (a segment's trailer and index without a HEAD first); NotFoundError when missing.
- * - `getStream`: `length` bytes at `offset` as a stream of chunks (one request for a long read
- *   that a reader takes apart as it arrives); NotFoundError, when the key does not exist, by the
- *   time it resolves. A stream that ends short is for the reader to notice.
  * - `head`: undefined when the key does not exist.
  * - `put`: durable when it resolves; replaces an existing object.
  * - `putIfAbsent`: atomic create; resolves false, changing nothing, when the key already exists.
@@ -47,7 +44,6 @@ export interface ObjectStore {
   get(key: string): Promise<Buffer>;
   getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   getTail(key: string, length: number): Promise<ObjectTail>;
-  getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>>;
   head(key: string): Promise<ObjectInfo | undefined>;
   put(key: string, body: Uint8Array): Promise<void>;
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;

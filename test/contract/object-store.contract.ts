@@ -15,7 +15,6 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       await expect(s.getRange(safeConfigKey(SAFE), 0, 1)).rejects.toBeInstanceOf(NotFoundError);
       expect(await s.head(safeConfigKey(SAFE))).toBeUndefined();
       await expect(s.getTail(safeConfigKey(SAFE), 4)).rejects.toBeInstanceOf(NotFoundError);
-      await expect(s.getStream(safeConfigKey(SAFE), 0, 4)).rejects.toBeInstanceOf(NotFoundError);
     });
 
     it('getTail reads the last bytes and the size in one request, or the whole of a short object', async () => {
@@ -50,19 +49,6 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       expect(got.byteOffset).toBe(8);
       expect(Buffer.from(into).toString()).toBe('abcd............');
       await expect(s.getRange(safeConfigKey(SAFE), 0, 16, new Uint8Array(4))).rejects.toThrow(/need 16/);
-    });
-
-    it('getStream streams a range as chunks', async () => {
-      const s = await make();
-      const body = Buffer.alloc(3 * 1024 * 1024 + 7);
-      for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
-      await s.put(seg('e'), body);
-      const chunks: Buffer[] = [];
-      for await (const c of await s.getStream(seg('e'), 5, body.length - 9)) chunks.push(Buffer.from(c));
-      expect(Buffer.concat(chunks).equals(body.subarray(5, body.length - 4))).toBe(true);
-      const none: Uint8Array[] = [];
-      for await (const c of await s.getStream(seg('e'), 5, 0)) none.push(c);
-      expect(none).toEqual([]);
     });
 
     it('putIfAbsent creates once and never overwrites', async () => {

@@ -34,9 +34,6 @@ export class FaultyStore implements ObjectStore {
   getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     return this.inner.getRange(key, offset, length, into);
   }
-  getStream(key: string, offset: number, length: number): Promise<AsyncIterable<Uint8Array>> {
-    return this.inner.getStream(key, offset, length);
-  }
   getTail(key: string, length: number): Promise<ObjectTail> {
     return this.inner.getTail(key, length);
   }

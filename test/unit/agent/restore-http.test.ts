@@ -2,14 +2,14 @@
  * A restore from an HTTP source (presigned URLs), whose ranged reads the decode workers make
  * themselves: exact, resumed where a stream broke, and corruption or a missing segment named.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NotFoundError } from '#core/errors.ts';
 import { streamSpans } from '#core/restore-plan.ts';
 import { CorruptBlockError, SafeReader } from '#core/safe-reader.ts';
 import { localPages } from '../../../agent/restore/plans.ts';
-import { runRestore } from '../../../agent/restore/run-restore.ts';
+import { PARTIAL_SUFFIX, runRestore } from '../../../agent/restore/run-restore.ts';
 import { countingStore, type SegmentSource, StoreSource } from '../../../agent/restore/segment-source.ts';
 import { type Fault, type RangeRequest, type RangeServer, rangeServer } from '../../support/range-server.ts';
 import { copySafe, DEVICE, makeRpFixture, type RpFixture } from '../../support/rp-fixture.ts';
@@ -56,7 +56,6 @@ async function served(
       return inner.fetchedBytes;
     },
     range: (s, o, l, into) => inner.range(s, o, l, into),
-    stream: () => Promise.reject(new Error('a source with URLs is read by the workers')),
     entries: (s) => inner.entries(s),
     url: async (s) => urlOf(s),
     counted: (n) => inner.counted(n),
@@ -100,6 +99,28 @@ describe('restore from presigned URLs, read by the workers', () => {
       expect(reqs.length).toBeGreaterThanOrEqual(2);
       expect(Math.min(...reqs.slice(1).map((r) => r.first))).toBeGreaterThanOrEqual(reqs[0]!.first);
     }
+  });
+
+  it('an interrupted restore leaves only a partial file, and running it again resumes it as a delta', async () => {
+    let cutting = true;
+    // the first stream works; every later one breaks halfway, until the restore gives up
+    const t = await served((r) =>
+      cutting && server!.requests.length > 1
+        ? { kind: 'cut', afterBytes: Math.floor((r.last - r.first) / 2) }
+        : undefined,
+    );
+    await expect(runRestore({ pages: t.pages(), source: t.source, to: t.to, parallel: 1 })).rejects.toThrow(
+      /segment .*(socket hang up|aborted|ended after)/,
+    );
+    expect(server!.requests.length).toBeGreaterThanOrEqual(4); // a broken stream is opened again before the restore gives up
+    expect(existsSync(t.to)).toBe(false);
+    expect(existsSync(`${t.to}${PARTIAL_SUFFIX}`)).toBe(true);
+    cutting = false;
+    const r = await runRestore({ pages: t.pages(), source: t.source, to: t.to });
+    expect(r.delta).toBe(true);
+    expect(r.unchangedBlocks).toBeGreaterThan(0);
+    expect(readFileSync(t.to).equals(fx.images[1])).toBe(true);
+    expect(existsSync(`${t.to}${PARTIAL_SUFFIX}`)).toBe(false);
   });
 
   it('a delta restore over an older copy fetches only the differing blocks through the URLs', async () => {
