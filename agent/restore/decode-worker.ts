@@ -240,7 +240,6 @@ const STOP = Symbol('stop');
  * with the worker's other requests (`exclusive`), while further bytes wait in the socket.
  */
 async function fetchAndDecode(req: FetchRequest, writes: Promise<void>[]): Promise<WorkerResult> {
-  collectYoung ??= youngGc();
   const need = Math.max(...req.ranges.map((r) => r.length));
   const spare = spareReads.findIndex((b) => b.length >= need);
   const buf =
@@ -260,7 +259,6 @@ async function fetchAndDecode(req: FetchRequest, writes: Promise<void>[]): Promi
       () => buf,
       async (i, bytes) => {
         await exclusive(() => decodeRuns(req.ranges[i]!.runs, req.allowDamaged, bytes, writes, decoded));
-        collectYoung?.(); // the range's received chunks
         if (decoded.failure) throw STOP;
       },
       { what: `segment ${req.segment}`, onReceived: (n) => (fetched += n) },
@@ -310,11 +308,8 @@ async function zero(req: ZeroRequest): Promise<WorkerResult> {
   return { id: req.id, written, damaged: [] };
 }
 
-/**
- * Decryption allocates each block's plaintext, and a fetch each chunk it receives: a young
- * collection after each such request frees them (young-gc.ts).
- */
-let collectYoung = opts.dataKey ? youngGc() : undefined;
+/** Decryption allocates each block's plaintext; a young collection after each request frees them (young-gc.ts). */
+const collectYoung = opts.dataKey ? youngGc() : undefined;
 
 /** A directory safe's segment files, opened (with their read buffers) on the first read. */
 let segmentFiles: SegmentFiles | undefined;

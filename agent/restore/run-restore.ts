@@ -172,10 +172,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
    * A worker fetches `ranges` of `segment` itself (one streamed GET of its URL, reopened where it
    * broke: range-fetch.ts) and decodes, checks and writes each range's runs as its bytes arrive.
    */
-  const fetchRanges = async (
-    segment: string,
-    ranges: readonly PlanRange[] | readonly ReadRange[],
-  ): Promise<void> => {
+  const workerFetch = async (segment: string, ranges: readonly ReadRange[]): Promise<void> => {
     const r = await submit({
       kind: 'fetch',
       id: requests++,
@@ -202,7 +199,7 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   /** The bytes at `offset` of `segment`, read by a worker (from its file or its URL), which decodes, checks and writes `runs`. */
   const readAndWrite = async (segment: string, range: ReadRange): Promise<void> => {
     const file = input.source.localFile?.(segment);
-    return file !== undefined ? readFile(segment, file, range) : fetchRanges(segment, [range]);
+    return file !== undefined ? readFile(segment, file, range) : workerFetch(segment, [range]);
   };
 
   const decoded = (segment: string, r: WorkerResult): void => {
@@ -234,11 +231,11 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
     for (const r of page.ranges) (input.source.localFile?.(r.segment) !== undefined ? local : remote).push(r);
     const units: (() => Promise<void>)[] = [
       ...local.map((r) => async () => {
-        await readFile(r.segment, input.source.localFile!(r.segment)!, r);
+        await readAndWrite(r.segment, r);
         counted(r);
       }),
       ...streamSpans(remote).map((span) => async () => {
-        await fetchRanges(span[0]!.segment, span);
+        await workerFetch(span[0]!.segment, span);
         for (const r of span) counted(r);
       }),
     ];
