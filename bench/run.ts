@@ -320,11 +320,12 @@ async function measureCeilings(
     const o = restoreRows.find((r) => r.target === target)?.ours;
     return o && !('error' in o) ? o : undefined;
   };
-  const out: { s3?: Ceilings['s3']; disk?: Ceilings['disk']; cores: number } = { cores: machineCores() };
+  let s3Ceil: Ceilings['s3'];
+  let disk: Ceilings['disk'];
   const remote = measured('S3');
   if (s3 && remote?.fetchedBytes) {
     log('measuring the embedded S3 alone (upload and download ceilings)');
-    out.s3 = await s3Ceiling(s3, 'bench-ceiling', remote.fetchedBytes, motoPid).catch((e: Error) => {
+    s3Ceil = await s3Ceiling(s3, 'bench-ceiling', remote.fetchedBytes, motoPid).catch((e: Error) => {
       log(`S3 ceiling: ERROR ${e.message}`);
       return undefined;
     });
@@ -333,12 +334,12 @@ async function measureCeilings(
   if (local?.fetchedBytes && local.writtenBytes) {
     log("measuring the disk alone (a restore's reads and writes, direct I/O)");
     spawnSync('sync');
-    out.disk = await diskCeiling(runDir, local.fetchedBytes, local.writtenBytes).catch((e: Error) => {
+    disk = await diskCeiling(runDir, local.fetchedBytes, local.writtenBytes).catch((e: Error) => {
       log(`disk ceiling: ERROR ${e.message}`);
       return undefined;
     });
   }
-  return out;
+  return { cores: machineCores(), s3: s3Ceil, disk };
 }
 
 await main();

@@ -13,7 +13,10 @@ import { ByteCursor } from '#core/bytes.ts';
 /** A read fails when its server sends nothing for this long (and is opened again). */
 export const READ_TIMEOUT_MS = 120_000;
 /** Attempts in a row that make no progress before a streamed read gives up. */
-export const STREAM_ATTEMPTS = 3;
+const STREAM_ATTEMPTS = 3;
+
+/** Whether an HTTP error answer is worth another attempt (a server error or throttling), not a refusal. */
+export const retryableStatus = (status: number): boolean => status >= 500 || status === 429;
 
 /**
  * The attempts of a resumable read: it gives up once `max` attempts in a row broke without
@@ -116,7 +119,7 @@ function openRange(
         reject(
           new RangeFetchError(
             `${what} ${range}: HTTP ${status} ${body.slice(0, 200)}`.trim(),
-            status < 500 && status !== 429,
+            !retryableStatus(status),
             status,
           ),
         ),

@@ -15,7 +15,7 @@ import {
 import { segmentKey } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 import type { SafeReader } from '#core/safe-reader.ts';
-import { READ_TIMEOUT_MS } from './range-fetch.ts';
+import { READ_TIMEOUT_MS, retryableStatus } from './range-fetch.ts';
 
 export interface SegmentSource {
   /** Bytes read so far (ranges and footers). */
@@ -111,7 +111,7 @@ export class UrlSource implements SegmentSource {
     const body = await res.text();
     throw new UrlFetchError(
       `segment ${segment} ${range}: HTTP ${res.status} ${body.slice(0, 200)}`,
-      res.status < 500 && res.status !== 429,
+      !retryableStatus(res.status),
     );
   }
 
