@@ -23,6 +23,14 @@ export default defineConfig({
       },
       {
         test: {
+          name: 'scenarios',
+          include: ['test/scenarios/**/*.test.ts'],
+          // each case runs the real agent CLI several times against directory safes
+          testTimeout: 120_000,
+        },
+      },
+      {
+        test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           // Each file starts its own moto server; two at a time on a 2-core machine.

@@ -4,16 +4,15 @@
  *
  *   pk = SAFES          sk = SAFE#<safe>                     the safe: newest RP, counters, RPO target
  *   pk = SAFE#<safe>    sk = RP#<rp:010>                     an RP: state, devices, segment count, bytes
- *   pk = SAFE#<safe>    sk = SEG#<segment id>                a segment: key, bytes, frames, live bytes
+ *   pk = SAFE#<safe>    sk = SEG#<segment id>                a segment: key, bytes, frames, live bytes,
+ *                                                             condemnedIn (while garbage), deletedAt
  *   pk = SAFE#<safe>    sk = WAIT#<parent:010>#<rp:010>      an RP waiting for its parent
- *   pk = SAFE#<safe>    sk = LEASE#compaction                the compaction lease: owner, expiresAt
  *   pk = QUARANTINE     sk = <object key>                    an invalid upload with the reason
  *   GSI byTime: gsi1pk = SAFE#<safe>, gsi1sk = <createdAt ISO>#<rp:010> (committed RPs only)
  */
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
 import {
   BatchGetCommand,
-  DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
@@ -40,7 +39,6 @@ const rpSk = (rp: number): string => `RP#${pad(rp)}`;
 const waitSk = (parent: number, rp: number): string => `WAIT#${pad(parent)}#${pad(rp)}`;
 const SAFES = 'SAFES';
 const QUARANTINE = 'QUARANTINE';
-const LEASE = 'LEASE#compaction';
 const PARALLEL = 8;
 
 type Item = Record<string, unknown>;
@@ -320,45 +318,61 @@ export class DynamoDbCatalog implements Catalog {
     await this.touchSafe(q.safe, q.quarantinedAt, 1);
   }
 
-  async acquireCompactionLease(
+  /** Marks segments condemned (with the generation) and unmarks revived ones; only existing items. */
+  private async segmentStates(
     safe: string,
-    owner: string,
-    expiresAt: string,
-    now: string,
-  ): Promise<boolean> {
-    this.count(1);
-    try {
-      await this.doc.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: { pk: safePk(safe), sk: LEASE, owner, expiresAt },
-          ConditionExpression: 'attribute_not_exists(pk) OR expiresAt < :now OR #owner = :owner',
-          ExpressionAttributeNames: { '#owner': 'owner' },
-          ExpressionAttributeValues: { ':now': now, ':owner': owner },
-        }),
-      );
-      return true;
-    } catch (e) {
-      if (e instanceof ConditionalCheckFailedException) return false;
-      throw e;
-    }
+    condemned: GenerationRecord['condemned'],
+    revived: readonly string[],
+  ): Promise<void> {
+    const updates = [
+      ...condemned.map((c) => ({ id: c.id, expr: 'SET condemnedIn = :g', values: { ':g': c.generation } })),
+      ...revived.map((id) => ({ id, expr: 'REMOVE condemnedIn', values: undefined })),
+    ];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < updates.length) {
+        const u = updates[next++]!;
+        this.count(1);
+        try {
+          await this.doc.send(
+            new UpdateCommand({
+              TableName: this.table,
+              Key: { pk: safePk(safe), sk: `SEG#${u.id}` },
+              UpdateExpression: u.expr,
+              ConditionExpression: 'attribute_exists(pk)',
+              ...(u.values ? { ExpressionAttributeValues: u.values } : {}),
+            }),
+          );
+        } catch (e) {
+          if (!(e instanceof ConditionalCheckFailedException)) throw e; // a segment ingest never saw
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, updates.length) }, worker));
   }
 
-  async releaseCompactionLease(safe: string, owner: string): Promise<void> {
-    this.count(1);
-    try {
-      await this.doc.send(
-        new DeleteCommand({
-          TableName: this.table,
-          Key: { pk: safePk(safe), sk: LEASE },
-          ConditionExpression: '#owner = :owner',
-          ExpressionAttributeNames: { '#owner': 'owner' },
-          ExpressionAttributeValues: { ':owner': owner },
-        }),
-      );
-    } catch (e) {
-      if (!(e instanceof ConditionalCheckFailedException)) throw e;
-    }
+  async markSegmentsDeleted(safe: string, ids: readonly string[], at: string): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < ids.length) {
+        const id = ids[next++]!;
+        this.count(1);
+        try {
+          await this.doc.send(
+            new UpdateCommand({
+              TableName: this.table,
+              Key: { pk: safePk(safe), sk: `SEG#${id}` },
+              UpdateExpression: 'SET deletedAt = if_not_exists(deletedAt, :at)',
+              ConditionExpression: 'attribute_exists(pk)',
+              ExpressionAttributeValues: { ':at': at },
+            }),
+          );
+        } catch (e) {
+          if (!(e instanceof ConditionalCheckFailedException)) throw e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, ids.length) }, worker));
   }
 
   async recordGeneration(g: GenerationRecord): Promise<void> {
@@ -390,9 +404,13 @@ export class DynamoDbCatalog implements Catalog {
           }),
         );
       } catch (e) {
-        if (!(e instanceof TransactionCanceledException)) throw e; // already expired (a rerun)
+        // already expired (a rerun): the RP's condition failed; anything else (throttling, a
+        // conflict with another transaction) is not "done" and is thrown, so the task is retried
+        if (!(e instanceof TransactionCanceledException)) throw e;
+        if ((e.CancellationReasons ?? [])[0]?.Code !== 'ConditionalCheckFailed') throw e;
       }
     }
+    await this.segmentStates(g.safe, g.condemned, g.revived);
     this.count(1);
     try {
       await this.doc.send(

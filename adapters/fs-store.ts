@@ -4,7 +4,7 @@
  * temporary file, are fsynced, then renamed (or hard-linked, for putIfAbsent) into place.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Dirent } from 'node:fs';
 import {
   type FileHandle,
   link,
@@ -15,17 +15,56 @@ import {
   rename,
   stat,
   unlink,
+  utimes,
 } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { viewOf } from '#core/bytes.ts';
-import { NotFoundError } from '#core/errors.ts';
+import { CdpError, NotFoundError } from '#core/errors.ts';
 import { safePrefix } from '#core/keys.ts';
 import type { ObjectInfo, ObjectStore, ObjectTail, ObjectWriter } from '#core/ports/object-store.ts';
+import { bootTag } from '#core/process-identity.ts';
 import { openDirect } from './direct-io.ts';
 import { StagedFileWriter } from './staged-file-writer.ts';
 
 function isNotFound(e: unknown): boolean {
   return (e as NodeJS.ErrnoException)?.code === 'ENOENT';
+}
+
+/** The safe's storage is full (ENOSPC) or over quota (EDQUOT). */
+export class StorageFullError extends CdpError {
+  constructor(location: string, key: string, cause: unknown) {
+    super(
+      'E_NO_SPACE',
+      `no space left on ${location} (${(cause as NodeJS.ErrnoException).code}) while writing ${key}`,
+      { key, path: location },
+      "free space on the safe's filesystem (or move the safe), then run again: nothing partial was kept",
+      { cause },
+    );
+  }
+}
+
+function isFull(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * Temporary files are named `<final>.tmp-<boot tag>-<pid>-<random>`, so a later run can tell the
+ * files of a process of this boot that no longer runs (a killed writer) and remove them.
+ */
+function tempName(final: string): string {
+  return `${final}.tmp-${bootTag()}-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+const TEMP = /\.tmp-([0-9a-z]{8})-(\d+)-[0-9a-f]{12}$/;
+
+function pidRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {
@@ -116,7 +155,20 @@ export class FsObjectStore implements ObjectStore {
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const s = await stat(this.path(key));
-      return { key, size: s.size };
+      return { key, size: s.size, modified: s.mtime, version: String(s.ino) };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async restamp(key: string, _body: Uint8Array, version: string): Promise<string | undefined> {
+    const path = this.path(key);
+    try {
+      if (String((await stat(path)).ino) !== version) return undefined;
+      const now = new Date();
+      await utimes(path, now, now);
+      return version;
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw e;
@@ -125,14 +177,25 @@ export class FsObjectStore implements ObjectStore {
 
   private async writeTemp(key: string, body: Uint8Array): Promise<string> {
     const final = this.path(key);
-    await mkdir(dirname(final), { recursive: true });
-    const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
-    const h = await open(tmp, 'wx');
     try {
-      await h.writeFile(body);
-      await h.sync();
-    } finally {
-      await h.close();
+      await mkdir(dirname(final), { recursive: true });
+    } catch (e) {
+      if (isFull(e)) throw new StorageFullError(this.location, key, e);
+      throw e;
+    }
+    const tmp = tempName(final);
+    try {
+      const h = await open(tmp, 'wx');
+      try {
+        await h.writeFile(body);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined);
+      if (isFull(e)) throw new StorageFullError(this.location, key, e);
+      throw e;
     }
     return tmp;
   }
@@ -151,6 +214,7 @@ export class FsObjectStore implements ObjectStore {
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      if (isFull(e)) throw new StorageFullError(this.location, key, e);
       throw e;
     } finally {
       await unlink(tmp);
@@ -168,6 +232,38 @@ export class FsObjectStore implements ObjectStore {
     await fsyncDir(dirname(path));
   }
 
+  async cleanTemporaries(before: Date): Promise<number> {
+    const mine = bootTag();
+    let removed = 0;
+    const walk = async (dir: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (e) {
+        if (isNotFound(e)) return;
+        throw e;
+      }
+      for (const d of entries) {
+        const p = join(dir, d.name);
+        if (d.isDirectory()) {
+          await walk(p);
+          continue;
+        }
+        if (!d.name.includes('.tmp-')) continue;
+        const m = TEMP.exec(d.name);
+        const abandoned =
+          m !== null && m[1] === mine && Number(m[2]) !== process.pid && !pidRuns(Number(m[2]));
+        const old = abandoned || ((await stat(p).catch(() => undefined))?.mtime ?? before) < before;
+        if (old) {
+          await unlink(p).catch(() => undefined);
+          removed++;
+        }
+      }
+    };
+    await walk(this.location);
+    return removed;
+  }
+
   async list(prefix: string): Promise<ObjectInfo[]> {
     if (!prefix.startsWith(this.prefix)) return [];
     const out: ObjectInfo[] = [];
@@ -182,6 +278,10 @@ export class FsObjectStore implements ObjectStore {
       for (const n of names) {
         if (n.includes('.tmp-')) continue; // a write in progress (or left by a crash)
         const p = join(dir, n);
+        const rel = relative(this.location, p).split(sep).join('/');
+        const key = this.prefix + rel;
+        // only what can lie under the prefix: a folder on its way there, or an object in it
+        if (!key.startsWith(prefix) && !prefix.startsWith(`${key}/`)) continue;
         let s: Awaited<ReturnType<typeof stat>>;
         try {
           s = await stat(p);
@@ -190,13 +290,13 @@ export class FsObjectStore implements ObjectStore {
           throw e;
         }
         if (s.isDirectory()) await walk(p);
-        else {
-          const key = this.prefix + relative(this.location, p).split(sep).join('/');
-          if (key.startsWith(prefix)) out.push({ key, size: s.size });
-        }
+        else if (key.startsWith(prefix)) out.push({ key, size: s.size, modified: s.mtime });
       }
     };
-    await walk(this.location);
+    // start in the deepest folder the prefix names
+    const rest = prefix.slice(this.prefix.length);
+    const folder = rest.includes('/') ? rest.slice(0, rest.lastIndexOf('/')) : '';
+    await walk(folder ? join(this.location, ...folder.split('/')) : this.location);
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
@@ -207,7 +307,8 @@ export class FsObjectStore implements ObjectStore {
    */
   openWriter(key: string): ObjectWriter {
     const final = this.path(key);
-    const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
+    const tmp = tempName(final);
+    const location = this.location;
     let opened: Promise<{ fh: FileHandle; direct?: FileHandle; writer: StagedFileWriter }> | undefined;
     const h = () => {
       opened ??= (async () => {
@@ -222,25 +323,37 @@ export class FsObjectStore implements ObjectStore {
       await o.direct?.close();
       await o.fh.close();
     };
+    const full = (e: unknown): unknown => (isFull(e) ? new StorageFullError(location, key, e) : e);
     return {
       async write(chunks) {
-        const { writer } = await h();
-        await writer.write(Array.isArray(chunks) ? (chunks as Uint8Array[]) : [chunks as Uint8Array]);
+        try {
+          const { writer } = await h();
+          await writer.write(Array.isArray(chunks) ? (chunks as Uint8Array[]) : [chunks as Uint8Array]);
+        } catch (e) {
+          throw full(e);
+        }
       },
       async finish() {
-        const o = await h();
-        const size = await o.writer.finish();
-        await close(o);
-        await rename(tmp, final);
-        await fsyncDir(dirname(final));
-        return { key, size };
+        try {
+          const o = await h();
+          const size = await o.writer.finish();
+          await close(o);
+          await rename(tmp, final);
+          await fsyncDir(dirname(final));
+          return { key, size };
+        } catch (e) {
+          throw full(e);
+        }
       },
       async abort() {
         if (!opened) return;
-        const o = await opened;
-        await o.writer.abort();
-        await close(o).catch(() => undefined);
-        await unlink(tmp).catch(() => undefined);
+        const o = await opened.catch(() => undefined);
+        try {
+          await o?.writer.abort();
+        } finally {
+          if (o) await close(o).catch(() => undefined);
+          await unlink(tmp).catch(() => undefined);
+        }
       },
     };
   }

@@ -20,6 +20,7 @@ import {
   GetObjectCommand,
   type GetObjectCommandOutput,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   NoSuchKey,
   NotFound,
@@ -184,11 +185,70 @@ export class S3ObjectStore implements ObjectStore {
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
-      return { key, size: r.ContentLength ?? 0 };
+      return { key, size: r.ContentLength ?? 0, modified: r.LastModified, version: r.ETag };
     } catch (e) {
       if (notFound(e)) return undefined;
       throw e;
     }
+  }
+
+  /** PutObject of the same bytes with If-Match: S3 stamps a new LastModified, or refuses (gone, replaced). */
+  async restamp(key: string, body: Uint8Array, version: string): Promise<string | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.s3.send(
+          signedWithChecksum(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: this.objectKey(key),
+              Body: body,
+              IfMatch: version,
+              ...sha256Checksum(body),
+            }),
+          ),
+        );
+        return r.ETag ?? version;
+      } catch (e) {
+        const status = (e as S3ServiceException).$metadata?.httpStatusCode;
+        if (status === 412 || notFound(e)) return undefined;
+        // 409 ConditionalRequestConflict: a concurrent write; S3 says to look again and retry
+        if (status === 409 && attempt < 3) {
+          const now = await this.head(key);
+          if (!now || now.version !== version) return undefined;
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /** Aborts the multipart uploads under the safe's prefix that were started before `before`. */
+  async cleanTemporaries(before: Date): Promise<number> {
+    let removed = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const r = await this.s3.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.bucket,
+          Prefix: this.base,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const u of r.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated >= before) continue;
+        await this.s3
+          .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }))
+          .catch((e) => {
+            if (!notFound(e)) throw e;
+          });
+        removed++;
+      }
+      keyMarker = r.IsTruncated ? r.NextKeyMarker : undefined;
+      uploadIdMarker = r.IsTruncated ? r.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return removed;
   }
 
   /** A checksummed PutObject of `body`; with `ifAbsent`, one that S3 refuses over an existing key. */
@@ -235,7 +295,8 @@ export class S3ObjectStore implements ObjectStore {
           ContinuationToken: token,
         }),
       );
-      for (const o of r.Contents ?? []) out.push({ key: this.safeKey(o.Key!), size: o.Size ?? 0 });
+      for (const o of r.Contents ?? [])
+        out.push({ key: this.safeKey(o.Key!), size: o.Size ?? 0, modified: o.LastModified });
       token = r.NextContinuationToken;
     } while (token);
     return out;

@@ -76,7 +76,11 @@ program
   )
   .option('--encrypt-key-file <file>', 'key of an encrypted safe')
   .option('--allow-damaged', 'go on past corrupt blocks and report them (exit 8)')
-  .option('--full', 'overwrite --to completely instead of a delta restore')
+  .option('--full', 'overwrite --to completely instead of a delta restore (implies --overwrite)')
+  .option(
+    '--overwrite',
+    'write over --to even when it is not recognisably an earlier copy of the device (or is the device the RP was taken from)',
+  )
   .option('--parallel <n>', 'ranged reads in flight (default 8 from S3, 4 from a directory)')
   .option('--json', 'print the result as JSON')
   .action(async (o) => {
@@ -112,6 +116,10 @@ program
   )
   .option('--select <names>', 'comma-separated safe ids under --from and --to')
   .option('--bwlimit <rate>', 'transfer limit, bytes/s with k/M/G (e.g. 20M)')
+  .option(
+    '--encrypt-key-file <file>',
+    'key of an encrypted safe: every block is then checked too, not only the structure',
+  )
   .option('--json', 'print the result as JSON')
   .action(async (o) => {
     const { replicateCommand } = await import('./commands/replicate.ts');

@@ -7,9 +7,9 @@ export const EXIT = {
   usage: 2,
   /** A device is unreadable, vanished, or changed size. */
   device: 3,
-  /** The safe is of another agent, another format version, encrypted with another key, or damaged. */
+  /** The safe is of another agent, another format version, encrypted with another key, damaged, or its storage is full. */
   safe: 4,
-  /** Another writer committed the same recovery point first, or another compactor holds the lease; run again. */
+  /** Another writer holds the safe's lock or committed the same recovery point first, or the lock was lost; run again. */
   conflict: 5,
   /** The RP was committed but the post-snapshot command failed. */
   postSnapshot: 6,
@@ -30,14 +30,19 @@ export function exitCodeFor(code: string | undefined): number {
     case 'E_SAFE_FORMAT':
     case 'E_CORRUPT_BLOCK':
     case 'E_NOT_FOUND':
+    case 'E_NO_SPACE':
+    case 'E_NO_SAFE':
       return EXIT.safe;
     case 'E_REMOTE':
       return EXIT.remote;
     case 'E_CONFLICT':
-    case 'E_LEASE_BUSY':
+    case 'E_LOCK_BUSY':
+    case 'E_LOCK_LOST':
       return EXIT.conflict;
     case 'E_POST_SNAPSHOT':
       return EXIT.postSnapshot;
+    case 'E_DAMAGED':
+      return EXIT.damaged;
     default:
       return EXIT.failure;
   }

@@ -10,6 +10,7 @@ import { FsObjectStore } from '#adapters/fs-store.ts';
 import { CdpError } from '#core/errors.ts';
 import { isSafeId, SAFES_PREFIX } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
+import { SafeReader } from '#core/safe-reader.ts';
 
 export interface SafeLocation {
   readonly store: ObjectStore;
@@ -27,6 +28,19 @@ export class SafeLocationError extends CdpError {
       'examples: --safe /backups/db1, --safe s3://my-bucket/safes/db1',
     );
   }
+}
+
+/** There is no safe at the location: no safe.json and no recovery point. */
+export async function requireSafe(loc: SafeLocation): Promise<void> {
+  const reader = new SafeReader(loc.store, loc.safe);
+  if (await reader.config().catch(() => 'unreadable')) return;
+  if ((await reader.listRps()).length > 0) return;
+  throw new CdpError(
+    'E_NO_SAFE',
+    `no safe at ${loc.store.location} (no safe.json, no recovery point)`,
+    { safe: loc.safe },
+    'check --safe: a directory safe is the folder that holds safe.json, an S3 safe is s3://<bucket>/safes/<id>',
+  );
 }
 
 export async function openSafeLocation(arg: string): Promise<SafeLocation> {

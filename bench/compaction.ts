@@ -79,6 +79,14 @@ export class CountingStore implements ObjectStore {
     this.n('DELETE');
     return this.inner.delete(key);
   }
+  restamp(key: string, body: Uint8Array, version: string): Promise<string | undefined> {
+    this.n('PUT');
+    return this.inner.restamp(key, body, version);
+  }
+  cleanTemporaries(before: Date): Promise<number> {
+    this.n('LIST');
+    return this.inner.cleanTemporaries(before);
+  }
   openWriter(key: string): ObjectWriter {
     const w = this.inner.openWriter(key);
     return {

@@ -23,7 +23,7 @@ import {
   SEGMENT_TRAILER_BYTES,
   SegmentFormatError,
 } from './format/segment.ts';
-import { blockMapKey, manifestKey, parseKey, safeConfigKey, segmentKey } from './keys.ts';
+import { manifestKey, parseKey, safeConfigKey, segmentKey } from './keys.ts';
 import type { ObjectStore } from './ports/object-store.ts';
 
 /** Manifests above this size are refused unread (a 1 TiB full lists ~32k segments: ~6 MiB). */
@@ -47,6 +47,10 @@ export interface KnownSegment {
   readonly id: string;
   readonly bytes: number;
   readonly frames: number;
+  /** Garbage collection deleted it (the catalog says so). */
+  readonly deleted?: boolean;
+  /** The generation that listed it as garbage, while it still is. */
+  readonly condemnedIn?: number;
 }
 
 export interface ReadManifest {
@@ -130,9 +134,22 @@ export async function readManifest(store: ObjectStore, key: string): Promise<Rea
     if (ids.has(d.id)) throw bad(`device ${d.id} is listed twice`);
     ids.add(d.id);
     if (!isValidBlockSize(d.blockSize)) throw bad(`device ${d.id}: block size ${d.blockSize} is not valid`);
-    const want = blockMapKey(safe, rp, d.id);
-    if (d.blockMap.key !== want) {
-      throw bad(`device ${d.id}: block map key ${JSON.stringify(d.blockMap.key)} is not ${want}`);
+    let mapKey: ReturnType<typeof parseKey> | undefined;
+    try {
+      mapKey = parseKey(d.blockMap.key);
+    } catch {
+      mapKey = undefined;
+    }
+    if (
+      mapKey?.kind !== 'block-map' ||
+      mapKey.safe !== safe ||
+      mapKey.rp !== rp ||
+      mapKey.device !== d.id ||
+      mapKey.run !== manifest.run
+    ) {
+      throw bad(
+        `device ${d.id}: block map key ${JSON.stringify(d.blockMap.key)} is not a block map of RP ${rp} device ${d.id}${manifest.run ? ` written by run ${manifest.run}` : ''}`,
+      );
     }
     if (d.blockMap.bytes > MAX_BLOCK_MAP_BYTES) {
       throw bad(`device ${d.id}: block map of ${d.blockMap.bytes} bytes exceeds ${MAX_BLOCK_MAP_BYTES}`);
@@ -182,7 +199,10 @@ async function verifySegment(
     if (trailer.indexLength > MAX_INDEX_BYTES) {
       throw new SegmentFormatError(`footer index of ${trailer.indexLength} bytes is too large`);
     }
-    parseSegmentIndex(await store.getRange(s.key, trailer.indexOffset, trailer.indexLength), trailer);
+    parseSegmentIndex(await store.getRange(s.key, trailer.indexOffset, trailer.indexLength), trailer, {
+      segment: s.id,
+      safe: parseKey(s.key).safe,
+    });
   } catch (e) {
     if (e instanceof SegmentFormatError) throw bad(`segment ${s.key}: ${e.message}`);
     throw e;
@@ -241,6 +261,8 @@ export async function verifyReferences(
   const byId = new Map<string, KnownSegment>(newSegments.map((s) => [s.id, s]));
   const reused = [...framesNeeded.keys()].filter((id) => !byId.has(id));
   const earlier = reused.length > 0 ? await known(reused) : new Map<string, KnownSegment>();
+  const view = manifest.view ?? 0;
+  const { safe } = parseKey(key);
   for (const [id, need] of framesNeeded) {
     const seg = byId.get(id) ?? earlier.get(id);
     if (!seg) {
@@ -248,6 +270,22 @@ export async function verifyReferences(
         `block map of device ${need.device} references segment ${id}, which is neither in this RP nor committed in the safe`,
       );
     }
+    if (seg.deleted)
+      throw bad(
+        `block map of device ${need.device} references segment ${id}, which garbage collection deleted`,
+      );
+    if (seg.condemnedIn !== undefined && seg.condemnedIn <= view)
+      throw bad(
+        `block map of device ${need.device} references segment ${id}, which generation ${seg.condemnedIn} condemned; the RP was written against generation ${view}, which already lists it as garbage`,
+      );
+  }
+  // a segment of an earlier RP is still there (a GC elsewhere may have run without the catalog)
+  await mapLimit(reused, PARALLEL, async (id) => {
+    if (!(await store.head(segmentKey(safe, id))))
+      throw bad(`block map references segment ${id} of an earlier RP, which is missing from the bucket`);
+  });
+  for (const [id, need] of framesNeeded) {
+    const seg = byId.get(id) ?? earlier.get(id)!;
     if (need.frames > seg.frames) {
       throw bad(
         `block map of device ${need.device} references frame ${need.frames - 1} of segment ${id}, which has ${seg.frames}`,

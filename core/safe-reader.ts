@@ -15,7 +15,13 @@ import {
   type Generation,
   type GenerationRp,
 } from './format/generation.ts';
-import { decodeManifest, decodeSafeConfig, type Manifest, type SafeConfig } from './format/manifest.ts';
+import {
+  decodeManifest,
+  decodeSafeConfig,
+  type Manifest,
+  ManifestFormatError,
+  type SafeConfig,
+} from './format/manifest.ts';
 import {
   parseSegmentIndex,
   SEGMENT_FOOTER_READ,
@@ -25,7 +31,6 @@ import {
   splitSegmentFooter,
 } from './format/segment.ts';
 import {
-  blockMapKey,
   generationKey,
   generationPrefix,
   manifestKey,
@@ -78,6 +83,41 @@ export interface ChainLink {
 
 export class ExpiredRpError extends NotFoundError {}
 
+/** Runs a decoder; a format error becomes a SafeFormatError naming the object. */
+export function formatChecked<T>(key: string, decode: () => T, context: Record<string, unknown> = {}): T {
+  try {
+    return decode();
+  } catch (e) {
+    if (e instanceof ManifestFormatError) throw new SafeFormatError(e.message, { key, ...context });
+    throw e;
+  }
+}
+
+/**
+ * The block map a manifest names for a device: the key it records, which must be a block map of
+ * this safe, RP and device (a manifest cannot point a reader elsewhere).
+ */
+export function manifestMapRef(safe: string, m: Manifest, d: Manifest['devices'][number]): BlockMapRef {
+  let ok = false;
+  try {
+    const k = parseKey(d.blockMap.key);
+    ok = k.kind === 'block-map' && k.safe === safe && k.rp === m.rp && k.device === d.id;
+  } catch {
+    ok = false;
+  }
+  if (!ok)
+    throw new SafeFormatError(
+      `RP ${m.rp} names ${JSON.stringify(d.blockMap.key)} as the block map of device ${d.id}, which is not one`,
+      { rp: m.rp, device: d.id },
+    );
+  return {
+    key: d.blockMap.key,
+    bytes: d.blockMap.bytes,
+    sha256: d.blockMap.sha256,
+    extents: d.blockMap.extents,
+  };
+}
+
 export class SafeReader {
   readonly store: ObjectStore;
   readonly safe: string;
@@ -94,8 +134,14 @@ export class SafeReader {
 
   async config(): Promise<SafeConfig | undefined> {
     const key = safeConfigKey(this.safe);
-    if (!(await this.store.head(key))) return undefined;
-    return decodeSafeConfig(await this.store.get(key), `${this.store.location}/safe.json`);
+    let buf: Buffer;
+    try {
+      buf = await this.store.get(key);
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+    return formatChecked(key, () => decodeSafeConfig(buf, `${this.store.location}/safe.json`));
   }
 
   /**
@@ -120,7 +166,8 @@ export class SafeReader {
       }
       if (newest === 0) return { gen: undefined, byRp: new Map() };
       const key = generationKey(this.safe, newest);
-      const gen = decodeGeneration(await this.store.get(key), key);
+      const buf = await this.store.get(key);
+      const gen = formatChecked(key, () => decodeGeneration(buf, key));
       if (gen.safe !== this.safe || gen.generation !== newest)
         throw new SafeFormatError(`${key} claims safe ${gen.safe} generation ${gen.generation}`, { key });
       return { gen, byRp: new Map(gen.rps.map((r) => [r.rp, r])) };
@@ -175,7 +222,7 @@ export class SafeReader {
         throw new NotFoundError(`recovery point ${rp}`, { safe: this.safe, rp });
       throw e;
     }
-    const m = decodeManifest(buf, key);
+    const m = formatChecked(key, () => decodeManifest(buf, key), { rp });
     if (m.safe !== this.safe || m.rp !== rp) {
       throw new SafeFormatError(`${key} claims safe ${m.safe} RP ${m.rp}`, { key, rp });
     }
@@ -264,9 +311,8 @@ export class SafeReader {
     const m = await this.manifest(rp);
     const d = m.devices.find((x) => x.id === device);
     if (!d) return undefined;
-    const full = m.parent === null || !(await this.holds(m.parent, device));
-    const refs = [{ ...d.blockMap, key: blockMapKey(this.safe, rp, device) }];
-    return { link: { rp, full, refs }, parent: full ? null : m.parent };
+    const full = m.parent === null || d.full === true || !(await this.holds(m.parent, device));
+    return { link: { rp, full, refs: [manifestMapRef(this.safe, m, d)] }, parent: full ? null : m.parent };
   }
 
   private async holds(rp: number, device: string): Promise<boolean> {
@@ -278,8 +324,12 @@ export class SafeReader {
   async resolve(rp: number, device: string): Promise<ResolvedDevice> {
     let extents: Extent[] = [];
     let last: BlockMap | undefined;
-    for (const link of await this.chain(rp, device)) {
-      last = await this.blockMap(link, device);
+    const chain = await this.chain(rp, device);
+    // the maps of the chain are read together, then laid over each other oldest first
+    const maps = chain.map((link) => this.blockMap(link, device));
+    for (const m of maps) m.catch(() => undefined);
+    for (const [i, link] of chain.entries()) {
+      last = await maps[i]!;
       extents = link.full ? [...last.extents] : overlay(extents, last.extents);
     }
     return { device, rp, blockSize: last!.blockSize, deviceSize: last!.deviceSize, extents };
@@ -325,6 +375,7 @@ export class SafeReader {
       return parseSegmentIndex(
         index ?? (await this.store.getRange(key, trailer.indexOffset, trailer.indexLength)),
         trailer,
+        { segment, safe: this.safe },
       );
     } catch (e) {
       throw new SafeFormatError(`segment ${segment}: ${(e as Error).message}`, { key, segment });

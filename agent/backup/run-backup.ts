@@ -1,6 +1,7 @@
 /**
- * Use case: take one recovery point of a group of devices into a safe (docs/FORMAT.md "Write
- * ordering"): segments, then block maps, then the manifest (atomic create), then local state.
+ * Use case: take one recovery point of a group of devices into a safe (docs/FORMAT.md §7, "Write
+ * ordering"), under the safe's write lock (core/locks.ts): check the chain it builds on, then
+ * segments, then block maps, then the manifest (atomic create), then local state.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -12,33 +13,29 @@ import {
   FORMAT_VERSION,
   isValidBlockSize,
 } from '#core/format/constants.ts';
-import { deriveKeys, keyCheckMatches, type SafeKeys } from '#core/format/crypto.ts';
+import type { SafeKeys } from '#core/format/crypto.ts';
 import { framesRoom } from '#core/format/frame.ts';
-import {
-  encodeManifest,
-  type Manifest,
-  type ManifestDevice,
-  type SafeConfig,
-} from '#core/format/manifest.ts';
-import { blockMapKey, manifestKey, safeConfigKey } from '#core/keys.ts';
+import { encodeManifest, type Manifest, type ManifestDevice } from '#core/format/manifest.ts';
+import { blockMapKey, manifestKey, parseKey } from '#core/keys.ts';
+import { acquireLock, type HeldLock } from '#core/locks.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { CtsReader, CtsWriter } from '../state/change-tracking.ts';
 import { DedupIndex } from '../state/dedup-index.ts';
-import { listSegments, rebuildChangeTracking, rebuildDedupIndex } from '../state/rebuild.ts';
+import { FooterChecks } from '../state/footer-checks.ts';
+import { listSegmentSizes, rebuildChangeTracking, rebuildDedupIndex } from '../state/rebuild.ts';
 import { UncommittedSegments } from '../state/uncommitted.ts';
 import { WorkerPool } from '../worker-pool.ts';
+import { checkChain } from './chain-check.ts';
 import { chunksTouched, loadChangedList } from './changed-list.ts';
+import { readDamagedFrames } from './damaged-frames.ts';
 import { DeviceError, type DeviceSpec, deviceSize, openDevice, readFully } from './device.ts';
+import { openSafe } from './open-safe.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import type { ScanRequest, ScanResult, ScanSettings } from './scan-worker.ts';
 import { SegmentPacker } from './segment-packer.ts';
 
-export class SafeAccessError extends CdpError {
-  constructor(safe: string, reason: string, hint?: string) {
-    super('E_SAFE_ACCESS', `safe ${safe}: ${reason}`, { safe }, hint);
-  }
-}
+export { SafeAccessError } from './open-safe.ts';
 
 export interface BackupDeps {
   readonly store: ObjectStore;
@@ -73,6 +70,8 @@ export interface BackupResult {
   readonly parent: number | null;
   readonly manifest: Manifest;
   readonly rebuiltState: string[];
+  /** What the operator should know: a chain not built on (and why), blocks stored again. */
+  readonly notes: string[];
 }
 
 /**
@@ -81,58 +80,10 @@ export interface BackupResult {
  */
 const CHUNK = 1024 * 1024;
 
-type ScannedDevice = Omit<ManifestDevice, 'blockMap'> & { extents: Extent[] };
+/** A block whose change-tracking entry is this is read again and treated as changed (a damaged frame). */
+const FORCE = Buffer.alloc(8, 0xff);
 
-async function openSafe(
-  deps: BackupDeps,
-  input: BackupInput,
-): Promise<{ config: SafeConfig; keys?: SafeKeys }> {
-  const reader = new SafeReader(deps.store, deps.safe);
-  let config = await reader.config();
-  if (!config) {
-    const salt = randomBytes(16);
-    const keys = input.key ? deriveKeys(input.key, salt) : undefined;
-    const fresh: SafeConfig = {
-      format: 'cdp-safe',
-      version: FORMAT_VERSION,
-      safe: deps.safe,
-      createdAt: (deps.now?.() ?? new Date()).toISOString(),
-      owner: deps.agent.id,
-      encryption: keys
-        ? { alg: 'aes-256-gcm+hmac-sha256', salt: salt.toString('base64'), keyCheck: keys.keyCheck }
-        : null,
-    };
-    await deps.store.putIfAbsent(
-      safeConfigKey(deps.safe),
-      Buffer.from(`${JSON.stringify(fresh, null, 1)}\n`),
-    );
-    config = (await reader.config())!;
-  }
-  if (config.safe !== deps.safe)
-    throw new SafeAccessError(deps.safe, `safe.json names safe '${config.safe}'`);
-  if (config.owner !== deps.agent.id && !input.takeOver) {
-    throw new SafeAccessError(
-      deps.safe,
-      `belongs to agent ${config.owner}, this agent is ${deps.agent.id}`,
-      'pick another safe, or pass --take-over if this machine replaced that agent',
-    );
-  }
-  if (!config.encryption) {
-    if (input.key)
-      throw new SafeAccessError(
-        deps.safe,
-        'is not encrypted, but a key was given',
-        'drop --encrypt-key-file',
-      );
-    return { config };
-  }
-  if (!input.key)
-    throw new SafeAccessError(deps.safe, 'is encrypted', 'pass --encrypt-key-file with its key');
-  const keys = deriveKeys(input.key, Buffer.from(config.encryption.salt, 'base64'));
-  if (!keyCheckMatches(keys, config.encryption.keyCheck))
-    throw new SafeAccessError(deps.safe, 'wrong encryption key');
-  return { config, keys };
-}
+type ScannedDevice = Omit<ManifestDevice, 'blockMap'> & { extents: Extent[] };
 
 interface DeviceRun {
   readonly spec: DeviceSpec;
@@ -140,37 +91,134 @@ interface DeviceRun {
   readonly blockSize: number;
   /** Change-tracking state of the parent RP; undefined for a full backup of this device. */
   readonly old?: CtsReader;
+  /** A full map although the RP has a parent that holds the device (its chain could not be built on). */
+  readonly full: boolean;
+  /** Block ranges to read again whatever the change tracking says (frames found damaged). */
+  readonly heal: readonly (readonly [number, number])[];
 }
 
 export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<BackupResult> {
-  const t0 = Date.now();
-  const log = deps.log ?? (() => undefined);
-  // the safe's segments (for the dedup index) are listed while the safe is opened and read
-  const listing = listSegments(new SafeReader(deps.store, deps.safe));
-  listing.catch(() => undefined);
-  const { keys } = await openSafe(deps, input);
-  const reader = new SafeReader(deps.store, deps.safe, keys);
-  const rps = await reader.listRps();
-  const parent = rps.length > 0 ? rps[rps.length - 1]! : null;
-  const rp = (parent ?? 0) + 1;
-  const parentManifest = parent ? await reader.manifest(parent) : undefined;
-  const rebuiltState: string[] = [];
-
-  // dedup index: load, rebuild if missing, drop segments the safe no longer has
-  const dedup = new DedupIndex(join(deps.stateDir, 'dedup.bin'));
-  const segments = await listing;
-  if (!dedup.load()) {
-    await rebuildDedupIndex(reader, dedup, segments);
-    if (segments.size > 0) rebuiltState.push('dedup index');
-  } else dedup.prune(segments);
-
-  const runs: DeviceRun[] = [];
+  // bad input is refused before anything is written, the lock included
+  if (input.devices.length === 0)
+    throw new CdpError('E_USAGE', 'give at least one device to back up (--device PATH[=ID])');
   const ids = new Set<string>();
   for (const spec of input.devices) {
     if (ids.has(spec.id))
       throw new DeviceError(spec.path, `id '${spec.id}' is used twice`, 'name them: --device PATH=ID');
     ids.add(spec.id);
-    const size = await deviceSize(spec.path);
+  }
+  const sizes = new Map<string, number>();
+  for (const spec of input.devices) sizes.set(spec.id, await deviceSize(spec.path));
+  const lock = await acquireLock(deps.store, deps.safe, {
+    kind: 'write',
+    purpose: 'backup',
+    owner: deps.agent.id,
+    log: deps.log,
+  });
+  try {
+    return await backupLocked(deps, input, sizes, lock);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function backupLocked(
+  deps: BackupDeps,
+  input: BackupInput,
+  sizes: ReadonlyMap<string, number>,
+  lock: HeldLock,
+): Promise<BackupResult> {
+  const t0 = Date.now();
+  const log = deps.log ?? (() => undefined);
+  const notes: string[] = [];
+  const note = (m: string): void => {
+    notes.push(m);
+    log(m);
+  };
+  const run = randomBytes(8).toString('hex');
+  // the safe's segments (for the dedup index) are listed while the safe is opened and read
+  const listing = listSegmentSizes(new SafeReader(deps.store, deps.safe));
+  listing.catch(() => undefined);
+  const { keys } = await openSafe(deps.store, {
+    safe: deps.safe,
+    owner: deps.agent.id,
+    key: input.key,
+    takeOver: input.takeOver,
+    now: deps.now,
+  });
+  const removed = await deps.store.cleanTemporaries(new Date(Date.now() - 24 * 3600_000));
+  if (removed > 0) log(`removed ${removed} temporary files left by writers that are gone`);
+  const reader = new SafeReader(deps.store, deps.safe, keys);
+  // the view: taken after the lock, so GC either sees the lock or this view has its garbage
+  const gen = await reader.generation();
+  const view = gen?.generation ?? 0;
+  const rps = await reader.listRps();
+  const parent = rps.length > 0 ? rps[rps.length - 1]! : null;
+  const rp = (parent ?? 0) + 1;
+  let parentManifest: Manifest | undefined;
+  if (parent !== null) {
+    try {
+      parentManifest = await reader.manifest(parent);
+    } catch (e) {
+      if (!(e instanceof CdpError)) throw e;
+      note(`RP ${parent} cannot be read (${e.message}): every device is read in full for RP ${rp}`);
+    }
+  }
+  const rebuiltState: string[] = [];
+  const listed = await listing;
+  const condemned = new Set<string>();
+  for (const g of gen?.garbage ?? []) {
+    try {
+      const k = parseKey(g.key);
+      if (k.kind === 'segment') condemned.add(k.segment);
+    } catch {
+      /* not a key of ours */
+    }
+  }
+  const damaged = await readDamagedFrames(deps.store, deps.safe, log);
+  const footers = new FooterChecks(join(deps.stateDir, 'checked-footers.txt'));
+
+  // dedup index: load, rebuild if missing; only segments that are listed and not garbage are used
+  const usable = new Set([...listed.keys()].filter((id) => !condemned.has(id)));
+  const dedup = new DedupIndex(join(deps.stateDir, 'dedup.bin'));
+  if (!dedup.load()) {
+    await rebuildDedupIndex(reader, dedup, usable);
+    if (usable.size > 0) rebuiltState.push('dedup index');
+  } else dedup.prune(usable);
+
+  // a dedup target must be a segment whose footer reads (checked once per state directory and
+  // segment, and while its listed size is the size it had then), at a frame not known damaged
+  const own = new Set<string>();
+  const verdicts = new Map<string, Promise<boolean>>();
+  const segmentUsable = (id: string): Promise<boolean> => {
+    if (own.has(id)) return Promise.resolve(true);
+    let v = verdicts.get(id);
+    if (!v) {
+      v = (async () => {
+        const size = listed.get(id);
+        const checked = footers.checkedSize(id);
+        if (size === undefined) return false;
+        if (checked !== undefined) return checked === size;
+        try {
+          await reader.segmentEntries(id);
+          footers.mark(id, size);
+          return true;
+        } catch (e) {
+          if (!(e instanceof CdpError)) throw e;
+          log(`segment ${id} is not used for deduplication: ${e.message}`);
+          return false;
+        }
+      })();
+      verdicts.set(id, v);
+    }
+    return v;
+  };
+  const dedupOk = async (loc: { segment: string; frame: number }): Promise<boolean> =>
+    !damaged.has(loc.segment, loc.frame) && (await segmentUsable(loc.segment));
+
+  const runs: DeviceRun[] = [];
+  for (const spec of input.devices) {
+    const size = sizes.get(spec.id)!;
     const prev = parentManifest?.devices.find((d) => d.id === spec.id);
     if (prev && prev.sizeBytes !== size) {
       throw new DeviceError(
@@ -179,34 +227,63 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
         'back it up into a new safe',
       );
     }
-    const blockSize = prev?.blockSize ?? input.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const ctsPath = join(deps.stateDir, `${spec.id}.cts`);
+    let old = prev ? await CtsReader.open(ctsPath) : undefined;
+    // an unreadable parent: keep the block size the state file recorded at its first backup
+    const remembered = parentManifest
+      ? undefined
+      : await CtsReader.open(ctsPath).then(async (c) => {
+          const bs = c?.header.blockSize;
+          await c?.close();
+          return bs;
+        });
+    const blockSize = prev?.blockSize ?? remembered ?? input.blockSize ?? DEFAULT_BLOCK_SIZE;
     if (!isValidBlockSize(blockSize))
       throw new DeviceError(spec.path, `block size ${blockSize} is not a power of two from 4 KiB to 512 KiB`);
     if (prev && input.blockSize && input.blockSize !== prev.blockSize)
       log(`device ${spec.id}: keeps block size ${prev.blockSize} (set at its first backup)`);
-    let old: CtsReader | undefined;
+    // a device of an unreadable parent, or whose chain fails its check, gets a full map
+    let full = parent !== null && parentManifest === undefined;
+    let heal: readonly (readonly [number, number])[] = [];
     if (prev) {
-      const ctsPath = join(deps.stateDir, `${spec.id}.cts`);
-      old = await CtsReader.open(ctsPath);
-      const h = old?.header;
-      if (!h || h.rp !== parent || h.blockSize !== blockSize || h.deviceSize !== size) {
+      const check = await checkChain(reader, parent!, spec.id, listed, footers, damaged);
+      if (!check.ok) {
+        if (check.segment) verdicts.set(check.segment, Promise.resolve(false));
         await old?.close();
-        log(`device ${spec.id}: rebuilding change-tracking state from RP ${parent}`);
-        await rebuildChangeTracking(reader, parent!, spec.id, ctsPath);
-        rebuiltState.push(`change tracking of ${spec.id}`);
-        old = await CtsReader.open(ctsPath);
+        old = undefined;
+        full = true;
+        note(
+          `device ${spec.id}: RP ${parent}'s chain cannot be built on (${check.reason}): reading the whole device for RP ${rp}`,
+        );
+      } else {
+        heal = check.heal;
+        const h = old?.header;
+        if (!h || h.rp !== parent || h.blockSize !== blockSize || h.deviceSize !== size) {
+          await old?.close();
+          log(`device ${spec.id}: rebuilding change-tracking state from RP ${parent}`);
+          await rebuildChangeTracking(reader, check.parent, ctsPath);
+          rebuiltState.push(`change tracking of ${spec.id}`);
+          old = await CtsReader.open(ctsPath);
+        }
+        if (heal.length > 0) {
+          const blocks = heal.reduce((n, [, c]) => n + c, 0);
+          note(
+            `device ${spec.id}: ${blocks} block(s) whose stored frames verify found damaged are stored again from the device`,
+          );
+        }
       }
     }
-    runs.push({ spec, size, blockSize, old });
+    runs.push({ spec, size, blockSize, old, full, heal });
   }
 
-  const uncommitted = new UncommittedSegments(join(deps.stateDir, 'uncommitted.json'), segments);
+  const uncommitted = new UncommittedSegments(join(deps.stateDir, 'uncommitted.json'), usable);
   const packer = new SegmentPacker(deps.store, deps.safe, {
     targetBytes: input.segmentBytes ?? DEFAULT_SEGMENT_BYTES,
     encrypted: keys !== undefined,
     limiter: input.limiter,
     onDurable: (s) => {
       dedup.addSegment(s.id, s.identities);
+      footers.mark(s.id, s.bytes);
       uncommitted.add({ id: s.id, key: s.key, bytes: s.bytes, frames: s.frames });
     },
   });
@@ -219,27 +296,27 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
   try {
     if (input.preSnapshot) await deps.runHook(input.preSnapshot);
     try {
-      for (const [i, run] of runs.entries()) {
-        if (run.spec.changedFile)
-          runs[i] = { ...run, spec: { ...run.spec, changed: loadChangedList(run.spec.changedFile) } };
+      for (const [i, r] of runs.entries()) {
+        if (r.spec.changedFile)
+          runs[i] = { ...r, spec: { ...r.spec, changed: loadChangedList(r.spec.changedFile) } };
       }
-      for (const run of runs) {
-        const cts = await CtsWriter.create(join(deps.stateDir, `${run.spec.id}.cts`), {
+      for (const r of runs) {
+        const cts = await CtsWriter.create(join(deps.stateDir, `${r.spec.id}.cts`), {
           rp,
-          blockSize: run.blockSize,
-          deviceSize: run.size,
+          blockSize: r.blockSize,
+          deviceSize: r.size,
         });
         ctsWriters.push(cts);
-        const { scanned, ...d } = await scanDevice(deps, input, keys, run, packer, dedup, cts);
+        const { scanned, ...d } = await scanDevice(deps, input, keys, r, packer, dedup, dedupOk, own, cts);
         scannedBytes += scanned;
-        changedBytes += d.changedBlocks * run.blockSize;
-        devices.push(d);
+        changedBytes += d.changedBlocks * r.blockSize;
+        devices.push(r.full ? { ...d, full: true } : d);
       }
     } finally {
       if (input.postSnapshot) await deps.runHook(input.postSnapshot).catch((e) => (hookError = e));
     }
     // the block maps go up while the last segments finish; the manifest waits for both
-    const maps = writeBlockMaps(deps.store, deps.safe, rp, devices);
+    const maps = writeBlockMaps(deps.store, deps.safe, rp, run, devices);
     maps.catch(() => undefined);
     await packer.close();
     finalDevices = await maps;
@@ -251,7 +328,7 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
     for (const r of runs) await r.old?.close();
   }
 
-  // the manifest, strictly after every segment and block map is durable
+  // the manifest, strictly after every segment and block map is durable, while the lock holds
   let manifest: Manifest;
   try {
     manifest = {
@@ -261,6 +338,8 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
       rp,
       parent,
       createdAt: (deps.now?.() ?? new Date()).toISOString(),
+      view,
+      run,
       agent: deps.agent,
       encrypted: keys !== undefined,
       devices: finalDevices,
@@ -272,6 +351,7 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
         durationMs: Date.now() - t0,
       },
     };
+    await lock.check();
     if (!(await deps.store.putIfAbsent(manifestKey(deps.safe, rp), encodeManifest(manifest))))
       throw new ConflictError(`recovery point ${rp}`, { safe: deps.safe, rp });
   } catch (e) {
@@ -287,25 +367,44 @@ export async function runBackup(deps: BackupDeps, input: BackupInput): Promise<B
       { rp },
     );
   }
-  return { rp, parent, manifest, rebuiltState };
+  return { rp, parent, manifest, rebuiltState, notes };
 }
 
-/** Writes each device's block map for RP `rp`; returns the devices as the manifest lists them. */
+/**
+ * Writes each device's block map for RP `rp` under this run's own name (never over another run's
+ * map); returns the devices as the manifest lists them.
+ */
 async function writeBlockMaps(
   store: ObjectStore,
   safe: string,
   rp: number,
+  run: string,
   devices: readonly ScannedDevice[],
 ): Promise<ManifestDevice[]> {
   return Promise.all(
     devices.map(async ({ extents, ...d }) => {
-      const key = blockMapKey(safe, rp, d.id);
+      const key = blockMapKey(safe, rp, d.id, run);
       const body = encodeBlockMap({ blockSize: d.blockSize, deviceSize: d.sizeBytes, extents });
-      await store.put(key, body);
+      if (!(await store.putIfAbsent(key, body))) throw new ConflictError(`block map ${key}`, { rp, key });
       const sha256 = createHash('sha256').update(body).digest('hex');
       return { ...d, blockMap: { key, bytes: body.length, sha256, extents: extents.length } };
     }),
   );
+}
+
+/** Marks the blocks of `heal` within [first, first + count) as changed in `old` (their frames are damaged). */
+function forceHealed(
+  heal: readonly (readonly [number, number])[],
+  first: number,
+  count: number,
+  old: ArrayBuffer,
+): void {
+  const view = Buffer.from(old);
+  for (const [f, n] of heal) {
+    const a = Math.max(f, first);
+    const b = Math.min(f + n, first + count);
+    for (let x = a; x < b; x++) FORCE.copy(view, (x - first) * 8);
+  }
 }
 
 async function scanDevice(
@@ -315,6 +414,8 @@ async function scanDevice(
   run: DeviceRun,
   packer: SegmentPacker,
   dedup: DedupIndex,
+  dedupOk: (loc: { segment: string; frame: number }) => Promise<boolean>,
+  own: Set<string>,
   cts: CtsWriter,
 ): Promise<ScannedDevice & { scanned: number }> {
   const bs = run.blockSize;
@@ -355,7 +456,9 @@ async function scanDevice(
       if (length !== Math.min(chunk, run.size - c * chunk))
         throw new DeviceError(run.spec.path, `shrank while being read (short read at ${c * chunk})`);
       const firstBlock = (c * chunk) / bs;
-      const old = run.old ? await run.old.read(firstBlock, Math.ceil(length / bs)) : null;
+      const blocks = Math.ceil(length / bs);
+      const old = run.old ? await run.old.read(firstBlock, blocks) : null;
+      if (old) forceHealed(run.heal, firstBlock, blocks, old);
       return {
         firstBlock,
         length,
@@ -379,11 +482,13 @@ async function scanDevice(
         stats.changedBlocks++;
         const identity = new Uint8Array(r.identities, ch.identityOffset, 32);
         let loc = dedup.get(identity);
+        if (loc && !(await dedupOk(loc))) loc = undefined; // never build on a bad segment or frame
         if (loc) stats.dedupBlocks++;
         else {
           const plain = Math.min(bs, length - ch.index * bs);
           // the packer copies the frame before it resolves
           loc = await packer.add(new Uint8Array(r.frames, ch.frameOffset, ch.frameLength), identity, plain);
+          own.add(loc.segment);
           stats.storedBytes += ch.frameLength;
           dedup.addPending(identity, loc);
         }
@@ -395,7 +500,14 @@ async function scanDevice(
     };
     // With a changed list (and the parent's change tracking), read only the chunks it touches;
     // the others keep the parent's state.
-    const list = run.spec.changed && run.old ? chunksTouched(run.spec.changed, chunk, run.size) : undefined;
+    const list =
+      run.spec.changed && run.old
+        ? chunksTouched(
+            [...run.spec.changed, ...run.heal.map(([f, n]) => [f * bs, n * bs] as const)],
+            chunk,
+            run.size,
+          )
+        : undefined;
     const order = list ?? Array.from({ length: chunks }, (_, c) => c);
     for (const c of order) {
       inflight.push(submit(c));

@@ -152,7 +152,7 @@ export class SegmentPacker {
     let info: { size: number };
     try {
       if (o.size < SEGMENT_HEADER_BYTES) throw new Error('segment without header');
-      await this.write(o, segmentFooter(o.entries.list(), o.size));
+      await this.write(o, segmentFooter(o.entries.list(), o.size, { segment: o.id, safe: this.safe }));
       info = await o.writer.finish();
     } catch (e) {
       // release what the writer holds (a file handle, a multipart upload); nothing became visible

@@ -120,6 +120,7 @@ export async function backupCommand(o: BackupOptions): Promise<number> {
           stats: s,
           devices: r.manifest.devices,
           rebuiltState: r.rebuiltState,
+          notes: r.notes,
         }),
       );
     } else {

@@ -4,17 +4,22 @@
  * --to are folders (or s3:// prefixes) holding safes, and the named safes are replicated.
  */
 import { CdpError } from '#core/errors.ts';
+import type { SafeKeys } from '#core/format/crypto.ts';
+import type { RestorePlan } from '#core/restore-plan.ts';
+import { SafeReader } from '#core/safe-reader.ts';
 import { parseRate, RateLimiter } from '../backup/rate-limiter.ts';
 import { EXIT } from '../exit-codes.ts';
 import { progressBar } from '../progress.ts';
 import { type ReplicateResult, replicateSafe } from '../replicate/replicate-safe.ts';
 import { openSafeLocation } from '../safe-location.ts';
+import { keysFrom } from './restore.ts';
 
 export interface ReplicateCliOptions {
   readonly from: string;
   readonly to: string[];
   readonly select?: string;
   readonly bwlimit?: string;
+  readonly encryptKeyFile?: string;
   readonly json?: boolean;
 }
 
@@ -38,6 +43,7 @@ export async function replicatePair(
   to: string,
   limiter: RateLimiter | undefined,
   onProgress?: (done: number, total: number) => void,
+  keyFile?: string,
 ): Promise<ReplicateResult> {
   const src = await openSafeLocation(from);
   const dst = await openSafeLocation(to);
@@ -47,7 +53,16 @@ export async function replicatePair(
       `--from ${from} is safe ${src.safe} but --to ${to} is safe ${dst.safe}: the ids must match`,
     );
   }
-  return replicateSafe(src.store, dst.store, src.safe, { limiter, onProgress });
+  let keys: SafeKeys | undefined;
+  if (keyFile) {
+    const cfg = await new SafeReader(src.store, src.safe).config();
+    if (cfg?.encryption)
+      keys = keysFrom(keyFile)({
+        safe: src.safe,
+        encryption: { salt: cfg.encryption.salt, keyCheck: cfg.encryption.keyCheck },
+      } as RestorePlan);
+  }
+  return replicateSafe(src.store, dst.store, src.safe, { limiter, onProgress, keys });
 }
 
 export async function replicateCommand(o: ReplicateCliOptions): Promise<number> {
@@ -56,8 +71,12 @@ export async function replicateCommand(o: ReplicateCliOptions): Promise<number> 
   const results: (ReplicateResult | { from: string; to: string; error: string })[] = [];
   for (const p of replicationPairs(o)) {
     try {
-      const r = await replicatePair(p.from, p.to, limiter, (done, total) =>
-        bar.update(`${p.to}`, done, total),
+      const r = await replicatePair(
+        p.from,
+        p.to,
+        limiter,
+        (done, total) => bar.update(`${p.to}`, done, total),
+        o.encryptKeyFile,
       );
       results.push(r);
       if (!o.json) {
@@ -69,11 +88,17 @@ export async function replicateCommand(o: ReplicateCliOptions): Promise<number> 
       }
     } catch (e) {
       if (!(e instanceof Error)) throw e;
-      results.push({ from: p.from, to: p.to, error: e.message });
+      const code = e instanceof CdpError ? e.code : undefined;
+      results.push({ from: p.from, to: p.to, error: e.message, ...(code ? { code } : {}) });
       if (!o.json) console.error(`${p.from} → ${p.to}: ${e.message}`);
     }
   }
   bar.stop();
   if (o.json) console.log(JSON.stringify({ results }, null, 1));
-  return results.some((r) => 'error' in r) ? EXIT.failure : EXIT.ok;
+  const failed = results.filter((r) => 'error' in r) as { code?: string }[];
+  if (failed.length === 0) return EXIT.ok;
+  // damage found outranks other failures: a copy was refused because the source is damaged
+  if (failed.some((f) => f.code === 'E_DAMAGED')) return EXIT.damaged;
+  if (failed.every((f) => f.code === 'E_LOCK_BUSY' || f.code === 'E_LOCK_LOST')) return EXIT.conflict;
+  return EXIT.failure;
 }

@@ -4,6 +4,7 @@
  * function's plan and presigned URLs. Prints the RTO figures.
  */
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { CdpError } from '#core/errors.ts';
 import { deriveKeys, keyCheckMatches, parseKeyFile, type SafeKeys } from '#core/format/crypto.ts';
@@ -12,6 +13,7 @@ import { parseRpSelector, selectRp } from '#core/rp-selector.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { EXIT } from '../exit-codes.ts';
 import { progressBar } from '../progress.ts';
+import { withReadLock } from '../read-lock.ts';
 import { localPages, remotePages } from '../restore/plans.ts';
 import { type RestoreResult, runRestore } from '../restore/run-restore.ts';
 import { countingStore, type SegmentSource, StoreSource, UrlSource } from '../restore/segment-source.ts';
@@ -26,6 +28,7 @@ export interface RestoreOptions {
   readonly encryptKeyFile?: string;
   readonly allowDamaged?: boolean;
   readonly full?: boolean;
+  readonly overwrite?: boolean;
   readonly parallel?: string;
   readonly json?: boolean;
 }
@@ -56,6 +59,7 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
   const to = resolve(o.to);
   let pages: AsyncIterable<RestorePlan>;
   let source: SegmentSource;
+  let takenFrom: string | undefined;
   if (o.remote) {
     const urls = new Map<string, string>();
     pages = remotePages(o.remote, { safe: loc.safe, device: o.device, rp: selector }, urls);
@@ -63,11 +67,14 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
       const u = urls.get(seg);
       if (!u) throw new Error(`the plan gave no URL for segment ${seg}`);
       return u;
-    });
+    }, loc.safe);
   } else {
     const counter = { bytes: 0 };
     const reader = new SafeReader(countingStore(loc.store, counter), loc.safe);
     const rp = await selectRp(reader, selector);
+    const m = await reader.manifest(rp);
+    const d = m.devices.find((x) => x.id === o.device);
+    if (d && m.agent.host === hostname()) takenFrom = d.source;
     // from S3, small pages: the first ranges start while later pages' segment footers are still
     // being read (a directory's footers are quick to read, and every page ends in a barrier)
     pages = localPages(reader, rp, o.device, loc.store.filePath ? {} : { maxRanges: 64 });
@@ -75,19 +82,24 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
   }
   const bar = progressBar(!o.json);
   let r: RestoreResult;
-  try {
-    r = await runRestore({
+  const restore = () =>
+    runRestore({
       pages,
       source,
       to,
       keysFor: keysFrom(o.encryptKeyFile),
       allowDamaged: o.allowDamaged,
       delta: o.full ? 'never' : 'auto',
+      overwrite: o.overwrite === true || o.full === true,
+      takenFrom,
       // a directory is read from the page cache or a local disk: more reads in flight only
       // compete with the decode workers for the cores (measured: 4 beats 8 and 16)
       parallel: o.parallel ? parallelOption(o.parallel) : o.remote || o.safe.startsWith('s3://') ? 8 : 4,
       onProgress: (done, total) => bar.update(`restore ${o.device}`, done, total),
     });
+  try {
+    // read straight from the safe: registered with a read lock, so no GC takes what this view reads
+    r = o.remote ? await restore() : await withReadLock(loc.store, loc.safe, 'restore', restore);
   } finally {
     bar.stop();
   }

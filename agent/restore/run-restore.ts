@@ -20,6 +20,7 @@ import { CorruptBlockError } from '#core/safe-reader.ts';
 import { WorkerPool } from '../worker-pool.ts';
 import type { DecodeRun, DecodeSettings, WorkerRequest, WorkerResult } from './decode-worker.ts';
 import { type SegmentSource, UrlFetchError } from './segment-source.ts';
+import { checkTarget } from './target-check.ts';
 
 export interface RestoreInput {
   readonly pages: AsyncIterable<RestorePlan>;
@@ -35,6 +36,10 @@ export interface RestoreInput {
   readonly parallel?: number;
   /** Decode workers (each decodes, checks and writes blocks). @default the number of cores */
   readonly workers?: number;
+  /** Write over an existing `to` even when it is not recognisably an earlier copy (target-check.ts). */
+  readonly overwrite?: boolean;
+  /** The path the RP was read from on this host: never written over unless `overwrite`. */
+  readonly takenFrom?: string;
   onProgress?(doneBytes: number, totalBytes: number): void;
 }
 
@@ -42,6 +47,8 @@ export interface DamagedRange {
   readonly first: number;
   readonly count: number;
   readonly segment: string;
+  /** The frame number of block `first` in the segment, where known. */
+  readonly frame?: number;
   readonly reason: string;
 }
 
@@ -117,6 +124,12 @@ export async function runRestore(input: RestoreInput): Promise<RestoreResult> {
   const { blockSize, deviceSize } = head;
   const keys = input.keysFor?.(head);
   const blocks = Math.ceil(deviceSize / blockSize);
+  await checkTarget(
+    { to: input.to, overwrite: input.overwrite, takenFrom: input.takenFrom },
+    head,
+    input.source,
+    keys,
+  );
   const { fh, delta, work } = await openTarget(input.to, deviceSize, input.delta ?? 'auto');
   const damaged: DamagedRange[] = [];
   let written = 0;

@@ -44,6 +44,7 @@ export async function verifyPages(
             first: run.first,
             count: run.count,
             segment: range.segment,
+            frame: run.frame,
             reason: (e as Error).message,
           });
         }
@@ -57,7 +58,14 @@ export async function verifyPages(
           { ...ctx, segment: range.segment },
           keys,
           async () => undefined,
-          (first, count, reason) => damaged.push({ first, count, segment: range.segment, reason }),
+          (first, count, reason) =>
+            damaged.push({
+              first,
+              count,
+              segment: range.segment,
+              frame: run.frame + (first - run.first),
+              reason,
+            }),
         );
         dataBlocks += run.count;
       }

@@ -80,10 +80,13 @@ export class UrlFetchError extends Error {
 /** Segment reads through presigned URLs, with retries; `urlOf` gives the current URL of a segment. */
 export class UrlSource implements SegmentSource {
   private readonly urlOf: (segment: string) => string;
+  private readonly safe: string;
   private readonly footers = new Map<string, Promise<SegmentEntry[]>>();
   fetchedBytes = 0;
-  constructor(urlOf: (segment: string) => string) {
+  /** `safe`: the safe the plan is of (a segment's footer must bind it). */
+  constructor(urlOf: (segment: string) => string, safe: string) {
     this.urlOf = urlOf;
+    this.safe = safe;
   }
 
   /** Runs `f` up to 5 times, backing off, until it succeeds or fails for good (an HTTP 4xx). */
@@ -162,6 +165,7 @@ export class UrlSource implements SegmentSource {
         return parseSegmentIndex(
           index ?? (await this.range(segment, trailer.indexOffset, trailer.indexLength)),
           trailer,
+          { segment, safe: this.safe },
         );
       })();
       this.footers.set(segment, p);
@@ -198,5 +202,7 @@ export function countingStore(store: ObjectStore, counter: { bytes: number }): O
     list: (p) => store.list(p),
     openWriter: (k) => store.openWriter(k),
     delete: (k) => store.delete(k),
+    restamp: (k, b, v) => store.restamp(k, b, v),
+    cleanTemporaries: (before) => store.cleanTemporaries(before),
   };
 }

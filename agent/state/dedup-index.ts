@@ -42,13 +42,12 @@ export class DedupIndex {
   load(): boolean {
     if (!this.file || !existsSync(this.file)) return false;
     const b = readFileSync(this.file);
-    for (let o = 0; o + RECORD <= b.length; o += RECORD) {
-      this.insert(
-        b.subarray(o, o + 32),
-        this.segmentNumber(b.toString('hex', o + 32, o + 64)),
-        b.readUInt32LE(o + 64),
-      );
-    }
+    // a later record of an identity wins (it replaced a frame found unusable)
+    for (let o = 0; o + RECORD <= b.length; o += RECORD)
+      this.addPending(b.subarray(o, o + 32), {
+        segment: b.toString('hex', o + 32, o + 64),
+        frame: b.readUInt32LE(o + 64),
+      });
     return true;
   }
 
@@ -62,8 +61,18 @@ export class DedupIndex {
     };
   }
 
-  /** Adds a frame of a segment still being written (memory only; it is persisted once durable). */
+  /**
+   * Records a frame of a segment still being written (memory only; it is persisted once durable),
+   * replacing an entry the caller found unusable (a damaged frame, a bad segment).
+   */
   addPending(identity: Uint8Array, loc: Location): void {
+    const at = this.find(identity);
+    if (at >= 0) {
+      const o = at * SLOT;
+      this.table.writeUInt32LE(this.segmentNumber(loc.segment) + 1, o + 32);
+      this.table.writeUInt32LE(loc.frame, o + 36);
+      return;
+    }
     this.insert(identity, this.segmentNumber(loc.segment), loc.frame);
   }
 

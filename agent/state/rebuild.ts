@@ -4,18 +4,18 @@
  * resolved block map at the last RP. Reads only maps and segment tails, never block data.
  */
 import { parseKey, safePrefix } from '#core/keys.ts';
-import type { SafeReader } from '#core/safe-reader.ts';
+import type { ResolvedDevice, SafeReader } from '#core/safe-reader.ts';
 import { CtsWriter } from './change-tracking.ts';
 import type { DedupIndex } from './dedup-index.ts';
 
-/** Ids of every segment object in the safe. */
-export async function listSegments(reader: SafeReader): Promise<Set<string>> {
+/** Segment ids of the safe with each object's size. */
+export async function listSegmentSizes(reader: SafeReader): Promise<Map<string, number>> {
   const objs = await reader.store.list(`${safePrefix(reader.safe)}seg/`);
-  const out = new Set<string>();
+  const out = new Map<string, number>();
   for (const o of objs) {
     try {
       const k = parseKey(o.key);
-      if (k.kind === 'segment') out.add(k.segment);
+      if (k.kind === 'segment') out.set(k.segment, o.size);
     } catch {
       /* not ours: ignore */
     }
@@ -39,14 +39,13 @@ export async function rebuildDedupIndex(
   }
 }
 
+/** Writes a device's change-tracking state at `r.rp` from its resolved map (segment footers only). */
 export async function rebuildChangeTracking(
   reader: SafeReader,
-  rp: number,
-  device: string,
+  r: ResolvedDevice,
   path: string,
 ): Promise<void> {
-  const r = await reader.resolve(rp, device);
-  const w = await CtsWriter.create(path, { rp, blockSize: r.blockSize, deviceSize: r.deviceSize });
+  const w = await CtsWriter.create(path, { rp: r.rp, blockSize: r.blockSize, deviceSize: r.deviceSize });
   try {
     for (const e of r.extents) {
       if (e.kind === 'zero') continue;

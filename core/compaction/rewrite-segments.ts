@@ -83,6 +83,7 @@ export async function writeOutputSegment(
   store: ObjectStore,
   safe: string,
   o: {
+    readonly id: string;
     readonly key: string;
     readonly sources: readonly { segment: string; live: FrameRanges; entries: readonly SegmentEntry[] }[];
   },
@@ -120,7 +121,7 @@ export async function writeOutputSegment(
         }
       }
     }
-    await w.write(segmentFooter(entries, offset));
+    await w.write(segmentFooter(entries, offset, { segment: o.id, safe }));
     const info = await w.finish();
     return { bytes: info.size, frames: entries.length };
   } catch (e) {

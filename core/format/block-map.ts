@@ -12,7 +12,10 @@
  * numbers index the segment's footer). Extents are sorted by firstBlock and do not overlap.
  */
 import { zstdCompressSync, zstdDecompressSync } from 'node:zlib';
-import { FORMAT_VERSION, MAP_MAGIC } from './constants.ts';
+import { MAP_MAGIC } from './constants.ts';
+
+/** The block map's layout has not changed since format v1: maps are version 1 in every safe. */
+export const MAP_VERSION = 1;
 
 export type Extent =
   | { readonly kind: 'zero'; readonly first: number; readonly count: number }
@@ -34,6 +37,8 @@ export class BlockMapFormatError extends Error {}
 
 const HEADER = 32;
 const EXTENT = 24;
+/** A decoded body above this size is refused unread (bounded memory for hostile input): 40 M extents. */
+const MAX_MAP_BODY = 1024 * 1024 * 1024;
 
 /** Appends a block to an extent list, extending the last extent when the block continues it. */
 export function pushBlock(
@@ -84,7 +89,7 @@ export function encodeBlockMap(m: BlockMap): Buffer {
   }
   const h = Buffer.alloc(HEADER);
   h.write(MAP_MAGIC, 0, 'latin1');
-  h.writeUInt16LE(FORMAT_VERSION, 8);
+  h.writeUInt16LE(MAP_VERSION, 8);
   h.writeUInt32LE(m.blockSize, 12);
   h.writeBigUInt64LE(BigInt(m.deviceSize), 16);
   h.writeUInt32LE(m.extents.length, 24);
@@ -97,13 +102,19 @@ export function decodeBlockMap(buf: Uint8Array): BlockMap {
   if (b.length < HEADER || b.toString('latin1', 0, 8) !== MAP_MAGIC)
     throw new BlockMapFormatError('not a block map (bad magic)');
   const version = b.readUInt16LE(8);
-  if (version !== FORMAT_VERSION)
+  if (version !== MAP_VERSION)
     throw new BlockMapFormatError(`block map format version ${version} is not supported`);
   const blockSize = b.readUInt32LE(12);
   const deviceSize = Number(b.readBigUInt64LE(16));
   const extentCount = b.readUInt32LE(24);
   const segmentCount = b.readUInt32LE(28);
   const want = segmentCount * 32 + extentCount * EXTENT;
+  if (want > MAX_MAP_BODY)
+    throw new BlockMapFormatError(
+      `block map declares ${extentCount} extents and ${segmentCount} segments, more than a reader accepts`,
+    );
+  if (segmentCount > extentCount)
+    throw new BlockMapFormatError(`block map declares ${segmentCount} segments for ${extentCount} extents`);
   let body: Buffer;
   try {
     body = zstdDecompressSync(b.subarray(HEADER), { maxOutputLength: want + 1 });

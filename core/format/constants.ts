@@ -1,5 +1,8 @@
-/** Format v1 constants (docs/FORMAT.md). Any change to the bytes bumps FORMAT_VERSION. */
-export const FORMAT_VERSION = 1;
+/** Format constants (docs/FORMAT.md). Any change to the bytes bumps FORMAT_VERSION. */
+/** The version this code writes. */
+export const FORMAT_VERSION = 2;
+/** The versions this code reads (every object of a v1 safe stays readable). */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -14,7 +17,10 @@ export const DEFAULT_BLOCK_SIZE = 64 * KiB;
 export const DEFAULT_SEGMENT_BYTES = 32 * MiB;
 
 export const SEGMENT_MAGIC = 'CDPSEG\x00\x01';
-export const SEGMENT_TRAILER_MAGIC = 'CDPSEGIX';
+/** Trailer magic of a v1 segment (no binding in its index). */
+export const SEGMENT_TRAILER_MAGIC_V1 = 'CDPSEGIX';
+/** Trailer magic of a v2 segment: its index starts with the segment's binding (id and safe). */
+export const SEGMENT_TRAILER_MAGIC = 'CDPSEGI2';
 export const MAP_MAGIC = 'CDPMAP\x00\x01';
 
 export function isValidBlockSize(n: number): boolean {

@@ -5,8 +5,7 @@
  * manifests, whose parent chain joins the generation at `upTo` (always retained).
  */
 import { z } from 'zod';
-import { FORMAT_VERSION } from './constants.ts';
-import { decodeVersionedJson } from './manifest.ts';
+import { decodeVersionedJson, readableVersion } from './manifest.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const count = z.number().int().nonnegative();
@@ -27,7 +26,7 @@ export type StoredPolicy = z.infer<typeof retentionPolicySchema>;
 
 export const generationSchema = z.object({
   format: z.literal('cdp-generation'),
-  version: z.literal(FORMAT_VERSION),
+  version: readableVersion,
   safe: z.string(),
   generation: z.number().int().positive(),
   previous: z.number().int().positive().nullable(),
@@ -66,8 +65,23 @@ export const generationSchema = z.object({
   segments: z.array(hex64),
   /** Segments this compaction wrote (live frames of sparse segments, packed densely). */
   written: z.array(z.object({ id: hex64, key: z.string(), bytes: count, frames: count })),
-  /** Objects no longer referenced; deleted once `since` + the grace period has passed and no newer RP references them. */
-  garbage: z.array(z.object({ key: z.string(), since: z.string() })),
+  /** v2: segments the previous generation listed as garbage that a retained RP references again. */
+  revived: z.array(hex64).optional(),
+  /**
+   * Objects no longer referenced (or never referenced: left by killed runs), deleted once `since` +
+   * the grace period has passed, no lock's view is older than `generation` (the generation that
+   * condemned the object; absent in v1: this generation's `previous` + 1), and nothing references
+   * them again (docs/FORMAT.md §7a).
+   */
+  garbage: z.array(
+    z.object({
+      key: z.string(),
+      since: z.string(),
+      generation: z.number().int().positive().optional(),
+      /** v2: listed because nothing referenced it (left by a killed run or a crashed attempt). */
+      orphan: z.boolean().optional(),
+    }),
+  ),
   stats: z.object({
     expired: z.array(z.number().int().positive()),
     mapsWritten: count,
@@ -86,7 +100,7 @@ export function decodeGeneration(buf: Uint8Array, where: string): Generation {
 
 export const policyFileSchema = retentionPolicySchema.extend({
   format: z.literal('cdp-policy'),
-  version: z.literal(FORMAT_VERSION),
+  version: readableVersion,
   safe: z.string(),
 });
 
@@ -96,8 +110,19 @@ export function decodePolicy(buf: Uint8Array, where: string): z.infer<typeof pol
 
 export const journalSchema = z.object({
   format: z.literal('cdp-journal'),
-  version: z.literal(FORMAT_VERSION),
+  version: readableVersion,
   generation: z.number().int().positive(),
+  /** v2: this attempt's id (its objects live under gen/<g>/<attempt>/), and the lock it ran under. */
+  attempt: z
+    .string()
+    .regex(/^[0-9a-f]{16}$/)
+    .optional(),
+  lock: z
+    .string()
+    .regex(/^[0-9a-f]{32}$/)
+    .optional(),
+  /** v2: the generation the attempt planned on (null: none); it commits only while that is the newest. */
+  previous: z.number().int().positive().nullable().optional(),
   startedAt: z.string(),
   owner: z.string(),
   /** The plan's inputs, so the finalizer (maybe another invocation) plans the same again. */
@@ -124,7 +149,7 @@ export type Journal = z.infer<typeof journalSchema>;
 /** `gen/<g>/rewrite.json`: the segments this attempt writes, chosen once every shard's liveness is in. */
 export const rewritePlanSchema = z.object({
   format: z.literal('cdp-rewrite'),
-  version: z.literal(FORMAT_VERSION),
+  version: readableVersion,
   generation: z.number().int().positive(),
   /** Each output packs the live frames of its sources, in order. */
   outputs: z.array(

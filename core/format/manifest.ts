@@ -4,10 +4,15 @@
  * its manifest exists.
  */
 import { z } from 'zod';
-import { FORMAT_VERSION } from './constants.ts';
+import { READABLE_VERSIONS } from './constants.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const count = z.number().int().nonnegative();
+
+/** The `version` of an object that exists since format v1 and is written as v2 now. */
+export const readableVersion = z.union([z.literal(1), z.literal(2)]);
+/** The `version` of an object new in format v2. */
+export const v2Version = z.literal(2);
 
 export const manifestDeviceSchema = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
@@ -16,6 +21,11 @@ export const manifestDeviceSchema = z.object({
   sizeBytes: count,
   blockSize: count,
   blockMap: z.object({ key: z.string(), bytes: count, sha256: hex64, extents: count }),
+  /**
+   * v2: this device's map is a full map although the RP has a parent (the backup could not build
+   * on the parent's chain of this device, so it read the whole device again).
+   */
+  full: z.boolean().optional(),
   /** Blocks whose content differs from the parent RP (all non-zero blocks for a full). */
   changedBlocks: count,
   /** Of the changed blocks: now zero (not stored), and already stored in the safe (deduplicated). */
@@ -27,11 +37,21 @@ export const manifestDeviceSchema = z.object({
 
 export const manifestSchema = z.object({
   format: z.literal('cdp-manifest'),
-  version: z.literal(FORMAT_VERSION),
+  version: readableVersion,
   safe: z.string(),
   rp: z.number().int().positive(),
   parent: z.number().int().positive().nullable(),
   createdAt: z.string(),
+  /**
+   * v2: the compaction generation the writer's view was (docs/FORMAT.md §7a): it references nothing
+   * that generation lists as garbage. 0 when the safe had no generation; absent in v1 manifests.
+   */
+  view: count.optional(),
+  /** v2: the backup run that wrote this RP (its block maps are under map/<rp>/<run>/). */
+  run: z
+    .string()
+    .regex(/^[0-9a-f]{16}$/)
+    .optional(),
   agent: z.object({ id: z.string(), version: z.string(), host: z.string() }),
   encrypted: z.boolean(),
   devices: z.array(manifestDeviceSchema).min(1),
@@ -68,9 +88,9 @@ export function decodeVersionedJson<T>(
     throw new ManifestFormatError(`${where}: ${what} is not JSON (truncated?)`);
   }
   const v = (json as { version?: unknown })?.version;
-  if (typeof v === 'number' && v !== FORMAT_VERSION) {
+  if (typeof v === 'number' && !READABLE_VERSIONS.includes(v)) {
     throw new ManifestFormatError(
-      `${where}: ${what} format version ${v} is not supported (this agent reads ${FORMAT_VERSION})`,
+      `${where}: ${what} format version ${v} is not supported (this agent reads ${READABLE_VERSIONS.join(' and ')})`,
     );
   }
   const r = schema.safeParse(json);
@@ -87,7 +107,7 @@ export function decodeManifest(buf: Uint8Array, where: string): Manifest {
 
 export const safeConfigSchema = z.object({
   format: z.literal('cdp-safe'),
-  version: z.literal(FORMAT_VERSION),
+  version: readableVersion,
   safe: z.string(),
   createdAt: z.string(),
   /** The agent that owns the safe; another agent refuses to write to it. */

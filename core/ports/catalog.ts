@@ -12,10 +12,12 @@
  * - `markWaiting` records that an RP waits for its parent; `waitingChildren` finds it again.
  * - `listRps` is in RP order; `rpAtOrBefore` gives the newest committed RP created at or before a time.
  * - Writes per RP are O(segments), never O(blocks).
- * - `acquireCompactionLease` is a conditional write: true for the holder (or the same owner
- *   again, or anyone once the lease expired), false while another owner holds it.
  * - `recordGeneration` is idempotent: expired RPs leave the committed set (and the by-time
- *   index) once; the safe's generation only moves forward.
+ *   index) once; the safe's generation only moves forward; segments it condemned are marked with
+ *   the generation, segments it revived are unmarked. A failure other than "already expired"
+ *   (throttling, anything else) is thrown, never taken for done.
+ * - `markSegmentsDeleted` records that garbage collection deleted segments (idempotent).
+ * The compaction lock is not the catalog's: it lives in the safe (core/locks.ts).
  */
 export type RpState = 'committed' | 'waiting' | 'quarantined' | 'expired';
 
@@ -61,6 +63,10 @@ export interface SegmentRecord {
   readonly firstRp: number;
   /** Bytes of frames still referenced by a retained RP; ingest sets it to `bytes`, compaction maintains it. */
   readonly liveBytes: number;
+  /** While the segment is garbage: the generation that condemned it. */
+  readonly condemnedIn?: number;
+  /** When garbage collection deleted it, ISO-8601. */
+  readonly deletedAt?: string;
 }
 
 export interface SafeRecord {
@@ -99,6 +105,10 @@ export interface GenerationRecord {
   readonly expired: readonly number[];
   /** Segments the compaction wrote. */
   readonly written: readonly SegmentRecord[];
+  /** Segments it listed as garbage, with the generation that condemned each. */
+  readonly condemned: readonly { readonly id: string; readonly generation: number }[];
+  /** Segments garbage before that a retained RP references again. */
+  readonly revived: readonly string[];
   readonly retention: RetentionRecord;
   readonly at: string;
 }
@@ -142,9 +152,8 @@ export interface Catalog {
   quarantineUpload(q: QuarantineRecord): Promise<void>;
   listQuarantined(safe?: string): Promise<QuarantineRecord[]>;
 
-  acquireCompactionLease(safe: string, owner: string, expiresAt: string, now: string): Promise<boolean>;
-  releaseCompactionLease(safe: string, owner: string): Promise<void>;
   recordGeneration(g: GenerationRecord): Promise<void>;
+  markSegmentsDeleted(safe: string, ids: readonly string[], at: string): Promise<void>;
 }
 
 /** Name of the DynamoDB GSI over committed RPs by capture time (lib/ declares it, adapters/ query it). */

@@ -8,7 +8,12 @@
  *   reader that reuses its buffers allocates nothing per read.
  * - `getTail`: the object's last `length` bytes (all of it when shorter) and its size, in one
  *   request (a segment's trailer and index without a HEAD first); NotFoundError when missing.
- * - `head`: undefined when the key does not exist.
+ * - `head`: undefined when the key does not exist. `list` and `head` give each object's modification
+ *   time by the store's own clock (S3 LastModified, a file's mtime), which lock staleness is judged
+ *   by, and `head` a version (an ETag, or a file's identity) for `restamp`.
+ * - `restamp`: re-stamps an existing object's modification time (S3: writes `body` again, which must
+ *   be its bytes) only while it is still the version given; resolves the new version, or undefined
+ *   (changing nothing) when the object is gone or was replaced. A lock's holder refreshes it so.
  * - `put`: durable when it resolves; replaces an existing object.
  * - `putIfAbsent`: atomic create; resolves false, changing nothing, when the key already exists.
  * - `list`: every key under the prefix, in key (byte) order.
@@ -19,10 +24,17 @@
  * - `presignGet` (stores reachable over HTTP): a URL that GETs the key (with any `Range`) for
  *   `seconds`, without further credentials; computed locally, no request is made. A missing key
  *   answers 404 when the URL is used.
+ * - `cleanTemporaries`: removes what writers that are gone left behind (a killed directory writer's
+ *   temporary files, S3 multipart uploads never completed): those started before `before`, and in a
+ *   directory those of processes of this boot that no longer run. Resolves how many it removed.
  */
 export interface ObjectInfo {
   readonly key: string;
   readonly size: number;
+  /** When the object was last written or re-stamped, by the store's clock. */
+  readonly modified?: Date;
+  /** `head` only: what `restamp` checks (S3 ETag; a file's inode). */
+  readonly version?: string;
 }
 
 export interface ObjectTail {
@@ -54,4 +66,6 @@ export interface ObjectStore {
   /** A presigned GET URL of `key`, for stores reachable over HTTP (a restore's workers fetch it). */
   presignGet?(key: string, seconds: number): Promise<string>;
   delete(key: string): Promise<void>;
+  restamp(key: string, body: Uint8Array, version: string): Promise<string | undefined>;
+  cleanTemporaries(before: Date): Promise<number>;
 }

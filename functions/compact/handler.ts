@@ -35,6 +35,7 @@ const deps = {
   graceMs: Number(requireEnv('GRACE_SECONDS')) * 1000,
   maxDeltas: Number(requireEnv('MAX_DELTAS')),
   inline: Number(process.env.INLINE_UNITS ?? '1'),
+  owner: `compaction function ${process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'compact'}`,
   segmentBytes: process.env.SEGMENT_BYTES ? Number(process.env.SEGMENT_BYTES) : undefined,
   shardBlocks: process.env.SHARD_BLOCKS ? Number(process.env.SHARD_BLOCKS) : undefined,
   now: () => new Date(),
@@ -43,14 +44,15 @@ const deps = {
 
 const safeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
 const generation = z.number().int().positive();
+const attempt = z.string().regex(/^[0-9a-f]{16}$/);
 const index = z.number().int().nonnegative();
 const taskSchema = z.discriminatedUnion('action', [
   z.object({ action: z.literal('compact'), safe: safeId }),
-  z.object({ action: z.literal('liveness'), safe: safeId, generation, shard: index }),
-  z.object({ action: z.literal('select'), safe: safeId, generation }),
-  z.object({ action: z.literal('rewrite'), safe: safeId, generation, output: index }),
-  z.object({ action: z.literal('maps'), safe: safeId, generation, shard: index }),
-  z.object({ action: z.literal('finish'), safe: safeId, generation }),
+  z.object({ action: z.literal('liveness'), safe: safeId, generation, attempt, shard: index }),
+  z.object({ action: z.literal('select'), safe: safeId, generation, attempt }),
+  z.object({ action: z.literal('rewrite'), safe: safeId, generation, attempt, output: index }),
+  z.object({ action: z.literal('maps'), safe: safeId, generation, attempt, shard: index }),
+  z.object({ action: z.literal('finish'), safe: safeId, generation, attempt }),
 ]);
 const processor = new BatchProcessor(EventType.SQS);
 

@@ -116,7 +116,10 @@ async function indexManifest(deps: IndexDeps, u: Upload, depth: number): Promise
   try {
     const read = await readManifest(store, u.key);
     const m = read.manifest;
-    if (m.parent !== null) {
+    // an RP whose every device map is full (its backup could not build on the parent's chain)
+    // restores without its parent, so it does not wait for it, nor share its quarantine
+    const standalone = m.devices.every((d) => d.full === true);
+    if (m.parent !== null && !standalone) {
       const parent = await deps.catalog.getRp(safe, m.parent);
       if (parent?.state === 'quarantined') {
         return quarantine(
@@ -143,7 +146,18 @@ async function indexManifest(deps: IndexDeps, u: Upload, depth: number): Promise
     }
     const known = async (ids: readonly string[]): Promise<Map<string, KnownSegment>> => {
       const recs = await deps.catalog.getSegments(safe, ids);
-      return new Map([...recs].map(([id, s]) => [id, { id, bytes: s.bytes, frames: s.frames }]));
+      return new Map(
+        [...recs].map(([id, s]) => [
+          id,
+          {
+            id,
+            bytes: s.bytes,
+            frames: s.frames,
+            deleted: s.deletedAt !== undefined,
+            ...(s.condemnedIn !== undefined ? { condemnedIn: s.condemnedIn } : {}),
+          },
+        ]),
+      );
     };
     const v = await verifyReferences(store, read, known);
     await deps.catalog.putSegments(

@@ -140,17 +140,40 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
       expect(await c.getSafe(safe)).toMatchObject({ safe, rpoTargetSeconds: 900, firstSeenAt: at(0) });
     });
 
-    it('grants the compaction lease to one owner until it expires', async () => {
+    it('marks segments condemned, revived and deleted', async () => {
       const c = await make();
       const safe = `c7-${Math.random().toString(36).slice(2, 8)}`;
-      expect(await c.acquireCompactionLease(safe, 'a', at(15), at(0))).toBe(true);
-      expect(await c.acquireCompactionLease(safe, 'b', at(15), at(1))).toBe(false);
-      expect(await c.acquireCompactionLease(safe, 'a', at(16), at(1))).toBe(true);
-      expect(await c.acquireCompactionLease(safe, 'b', at(30), at(20))).toBe(true);
-      await c.releaseCompactionLease(safe, 'a'); // not the holder: no effect
-      expect(await c.acquireCompactionLease(safe, 'a', at(40), at(21))).toBe(false);
-      await c.releaseCompactionLease(safe, 'b');
-      expect(await c.acquireCompactionLease(safe, 'a', at(40), at(21))).toBe(true);
+      const seg = (ch: string) => ({
+        safe,
+        id: ch.repeat(64),
+        key: `safes/${safe}/seg/x`,
+        bytes: 10,
+        frames: 2,
+        firstRp: 1,
+        liveBytes: 10,
+      });
+      await c.putSegments([seg('a'), seg('b')]);
+      const retention = { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+      const base = { safe, upTo: 1, expired: [], written: [], retention, at: at(1) };
+      await c.recordGeneration({
+        ...base,
+        generation: 1,
+        condemned: [
+          { id: 'a'.repeat(64), generation: 1 },
+          { id: 'f'.repeat(64), generation: 1 },
+        ],
+        revived: [],
+      });
+      let got = await c.getSegments(safe, ['a'.repeat(64), 'b'.repeat(64), 'f'.repeat(64)]);
+      expect(got.get('a'.repeat(64))?.condemnedIn).toBe(1);
+      expect(got.get('b'.repeat(64))?.condemnedIn).toBeUndefined();
+      expect(got.has('f'.repeat(64))).toBe(false); // a segment ingest never saw gets no item
+      await c.recordGeneration({ ...base, generation: 2, condemned: [], revived: ['a'.repeat(64)] });
+      expect((await c.getSegments(safe, ['a'.repeat(64)])).get('a'.repeat(64))?.condemnedIn).toBeUndefined();
+      await c.markSegmentsDeleted(safe, ['b'.repeat(64)], at(5));
+      await c.markSegmentsDeleted(safe, ['b'.repeat(64)], at(9));
+      got = await c.getSegments(safe, ['b'.repeat(64)]);
+      expect(got.get('b'.repeat(64))?.deletedAt).toBe(at(5));
     });
 
     it('records a generation once: expired RPs leave the committed set and the time index', async () => {
@@ -158,7 +181,17 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
       const safe = `c8-${Math.random().toString(36).slice(2, 8)}`;
       await commitThree(c, safe);
       const retention = { last: 2, hourly: 0, daily: 1, weekly: 0, monthly: 0, locked: [1] };
-      const g = { safe, generation: 1, upTo: 3, expired: [2], written: [], retention, at: at(30) };
+      const g = {
+        safe,
+        generation: 1,
+        upTo: 3,
+        expired: [2],
+        written: [],
+        condemned: [],
+        revived: [],
+        retention,
+        at: at(30),
+      };
       await c.recordGeneration(g);
       await c.recordGeneration(g);
       expect(await c.getSafe(safe)).toMatchObject({

@@ -1,7 +1,7 @@
 /** The ObjectStore contract (core/ports/object-store.ts), run against every adapter. */
 import { describe, expect, it } from 'vitest';
 import { NotFoundError } from '#core/errors.ts';
-import { manifestKey, manifestPrefix, safeConfigKey, segmentKey } from '#core/keys.ts';
+import { lockKey, locksPrefix, manifestKey, manifestPrefix, safeConfigKey, segmentKey } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 
 export const SAFE = 'contract-safe';
@@ -34,7 +34,7 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       const body = Buffer.from('0123456789abcdef');
       await s.put(safeConfigKey(SAFE), body);
       expect(await s.get(safeConfigKey(SAFE))).toEqual(body);
-      expect(await s.head(safeConfigKey(SAFE))).toEqual({ key: safeConfigKey(SAFE), size: 16 });
+      expect(await s.head(safeConfigKey(SAFE))).toMatchObject({ key: safeConfigKey(SAFE), size: 16 });
       expect((await s.getRange(safeConfigKey(SAFE), 10, 4)).toString()).toBe('abcd');
       await expect(s.getRange(safeConfigKey(SAFE), 14, 10)).rejects.toThrow();
     });
@@ -95,6 +95,44 @@ export function objectStoreContract(name: string, make: () => Promise<ObjectStor
       expect(await r.text()).toBe('3456');
       const missing = await fetch(await s.presignGet(seg('9'), 60));
       expect(missing.status).toBe(404);
+    });
+
+    it("head and list give the store's modification time; restamp moves it only for the same version", async () => {
+      const s = await make();
+      const key = lockKey(SAFE, 'ab'.repeat(16));
+      const body = Buffer.from('{"lock": true}');
+      const t0 = Date.now();
+      expect(await s.putIfAbsent(key, body)).toBe(true);
+      const h = (await s.head(key))!;
+      expect(h.version).toBeTruthy();
+      // stores stamp whole seconds at worst; the clock is the store's own, close to ours here
+      expect(Math.abs(h.modified!.getTime() - t0)).toBeLessThan(5_000);
+      const listed = await s.list(locksPrefix(SAFE));
+      expect(listed.map((o) => o.key)).toEqual([key]);
+      expect(listed[0]!.modified!.getTime()).toBe(h.modified!.getTime());
+      await new Promise((r) => setTimeout(r, 1100)); // let the store's one-second clock move
+      const v2 = await s.restamp(key, body, h.version!);
+      expect(v2).toBeTruthy();
+      const h2 = (await s.head(key))!;
+      expect(h2.modified!.getTime()).toBeGreaterThan(h.modified!.getTime());
+      expect((await s.get(key)).equals(body)).toBe(true);
+      expect(await s.restamp(key, body, 'not-the-version')).toBeUndefined();
+      await s.delete(key);
+      expect(await s.restamp(key, body, v2!)).toBeUndefined();
+      expect(await s.head(key)).toBeUndefined(); // a refused restamp never recreates the object
+    });
+
+    it('cleanTemporaries removes unfinished writes started before the given time, nothing else', async () => {
+      const s = await make();
+      await s.put(seg('e'), Buffer.from('kept'));
+      const w = s.openWriter(seg('1'));
+      await w.write(Buffer.alloc(6 * 1024 * 1024, 7)); // an S3 store has started its multipart upload
+      expect(await s.cleanTemporaries(new Date(Date.now() - 3600_000))).toBe(0);
+      await new Promise((r) => setTimeout(r, 1100)); // the store's clock stamps whole seconds
+      expect(await s.cleanTemporaries(new Date(Date.now() + 1000))).toBe(1);
+      await w.abort();
+      expect((await s.get(seg('e'))).toString()).toBe('kept');
+      expect(await s.cleanTemporaries(new Date(Date.now() + 1000))).toBe(0);
     });
 
     it('delete removes an object and tolerates a missing one', async () => {

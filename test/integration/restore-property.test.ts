@@ -64,7 +64,7 @@ describe('restore through the restore function', () => {
                     { safe, device: `dev${dev}`, rp },
                     urls,
                   ),
-                  source: new UrlSource((s) => urls.get(s)!),
+                  source: new UrlSource((s) => urls.get(s)!, safe),
                   to,
                   keysFor: () => keys,
                 });

@@ -8,7 +8,7 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsObjectStore } from '#adapters/fs-store.ts';
-import { blockMapKey, manifestKey, safeConfigKey } from '#core/keys.ts';
+import { manifestKey, safeConfigKey } from '#core/keys.ts';
 import type { ObjectCreatedEvent } from '#core/s3-event.ts';
 import { harness } from './backup-harness.ts';
 
@@ -22,6 +22,8 @@ export interface RpFixture {
   readonly images: readonly [Buffer, Buffer];
   /** Every key of the safe, for uploading in any order. */
   readonly keys: readonly string[];
+  /** The block map key of the device in each RP. */
+  readonly maps: Readonly<Record<number, string>>;
 }
 
 export async function makeRpFixture(safe = 'fx'): Promise<RpFixture> {
@@ -38,8 +40,13 @@ export async function makeRpFixture(safe = 'fx'): Promise<RpFixture> {
   img2.fill(0, 15 * BS, 16 * BS);
   writeFileSync(path, img2);
   await h.backup({ devices: [{ path, id: DEVICE }], segmentBytes: 8 * BS });
-  const keys = (await h.store.list(`safes/${safe}/`)).map((o) => o.key);
-  return { root, safe, images: [img1, readFileSync(path)], keys };
+  const keys = (await h.store.list(`safes/${safe}/`)).map((o) => o.key).filter((k) => !k.includes('/locks/'));
+  const maps: Record<number, string> = {};
+  for (const rp of [1, 2]) {
+    const m = JSON.parse((await h.store.get(manifestKey(safe, rp))).toString());
+    maps[rp] = m.devices[0].blockMap.key;
+  }
+  return { root, safe, images: [img1, readFileSync(path)], keys, maps };
 }
 
 /** A private copy of the fixture's safe. */
@@ -58,8 +65,10 @@ export function objectCreated(bucket: string, key: string, size = 0): ObjectCrea
   };
 }
 
-export const keysOf = (safe: string) => ({
-  config: safeConfigKey(safe),
-  manifest: (rp: number) => manifestKey(safe, rp),
-  map: (rp: number) => blockMapKey(safe, rp, DEVICE),
+export const keysOf = (fx: () => RpFixture) => ({
+  get config(): string {
+    return safeConfigKey(fx().safe);
+  },
+  manifest: (rp: number) => manifestKey(fx().safe, rp),
+  map: (rp: number) => fx().maps[rp]!,
 });

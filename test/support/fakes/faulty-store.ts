@@ -55,6 +55,12 @@ export class FaultyStore implements ObjectStore {
     this.tick();
     return this.inner.delete(key);
   }
+  restamp(key: string, body: Uint8Array, version: string): Promise<string | undefined> {
+    return this.inner.restamp(key, body, version);
+  }
+  cleanTemporaries(before: Date): Promise<number> {
+    return this.inner.cleanTemporaries(before);
+  }
   openWriter(key: string): ObjectWriter {
     const w = this.inner.openWriter(key);
     return {

@@ -129,17 +129,6 @@ export class MemoryCatalog implements Catalog {
       .sort((a, b) => a.key.localeCompare(b.key));
   }
 
-  readonly leases = new Map<string, { owner: string; expiresAt: string }>();
-  async acquireCompactionLease(safe: string, owner: string, expiresAt: string, now: string) {
-    this.writes++;
-    const held = this.leases.get(safe);
-    if (held && held.owner !== owner && held.expiresAt >= now) return false;
-    this.leases.set(safe, { owner, expiresAt });
-    return true;
-  }
-  async releaseCompactionLease(safe: string, owner: string) {
-    if (this.leases.get(safe)?.owner === owner) this.leases.delete(safe);
-  }
   async recordGeneration(g: GenerationRecord) {
     await this.putSegments(g.written);
     for (const rp of g.expired) {
@@ -149,8 +138,25 @@ export class MemoryCatalog implements Catalog {
       const s = this.touch(g.safe, g.at);
       this.touch(g.safe, g.at, { committedRps: s.committedRps - 1 });
     }
+    for (const c of g.condemned) {
+      const seg = this.segments.get(`${g.safe}#${c.id}`);
+      if (seg) this.segments.set(`${g.safe}#${c.id}`, { ...seg, condemnedIn: c.generation });
+    }
+    for (const id of g.revived) {
+      const seg = this.segments.get(`${g.safe}#${id}`);
+      if (seg) {
+        const { condemnedIn: _c, ...rest } = seg;
+        this.segments.set(`${g.safe}#${id}`, rest);
+      }
+    }
     const s = this.touch(g.safe, g.at);
     if ((s.generation ?? 0) < g.generation)
       this.touch(g.safe, g.at, { generation: g.generation, compactedUpTo: g.upTo, retention: g.retention });
+  }
+  async markSegmentsDeleted(safe: string, ids: readonly string[], at: string) {
+    for (const id of ids) {
+      const seg = this.segments.get(`${safe}#${id}`);
+      if (seg && !seg.deletedAt) this.segments.set(`${safe}#${id}`, { ...seg, deletedAt: at });
+    }
   }
 }

@@ -13,7 +13,7 @@ import { referencedKeys } from '#core/compaction/collect-garbage.ts';
 import { compactSafe } from '#core/compaction/compact.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
 import type { StoredPolicy } from '#core/format/generation.ts';
-import { lockKey, policyKey, safeConfigKey, safePrefix } from '#core/keys.ts';
+import { policyKey, safeConfigKey, safePrefix } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import type { Harness } from '../../../support/backup-harness.ts';
@@ -129,7 +129,7 @@ describe('compaction', () => {
             const referenced = await referencedKeys(reader, await reader.generation());
             const present = new Set((await h.store.list(safePrefix(h.safe))).map((o) => o.key));
             for (const k of referenced) expect(present.has(k), `referenced ${k} is missing`).toBe(true);
-            const extra = [safeConfigKey(h.safe), policyKey(h.safe), lockKey(h.safe)];
+            const extra = [safeConfigKey(h.safe), policyKey(h.safe)];
             const orphans = [...present].filter((k) => !referenced.has(k) && !extra.includes(k));
             expect(orphans).toEqual([]);
           } finally {

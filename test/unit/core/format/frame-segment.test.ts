@@ -76,10 +76,13 @@ describe('segment', () => {
       off += f.length;
       return e;
     });
-    const seg = Buffer.concat([...parts, segmentFooter(entries, off)]);
-    expect(parseSegmentHeader(seg)).toEqual({ version: 1, encrypted: false });
+    const binding = { segment: 'ab'.repeat(32), safe: 'safe-a' };
+    const seg = Buffer.concat([...parts, segmentFooter(entries, off, binding)]);
+    expect(parseSegmentHeader(seg)).toEqual({ version: 2, encrypted: false });
     const t = parseSegmentTrailer(seg.subarray(seg.length - SEGMENT_TRAILER_BYTES), seg.length);
-    const listed = parseSegmentIndex(seg.subarray(t.indexOffset, t.indexOffset + t.indexLength), t);
+    expect(t.version).toBe(2);
+    const index = seg.subarray(t.indexOffset, t.indexOffset + t.indexLength);
+    const listed = parseSegmentIndex(index, t, binding);
     expect(listed).toEqual(entries);
     for (const e of listed) expect(decodeFrame(seg, e.offset).plain.length).toBe(e.plainLength);
     expect(() =>
@@ -93,9 +96,17 @@ describe('segment', () => {
     const footerBytes = seg.length - t.indexOffset;
     const whole = splitSegmentFooter(seg.subarray(seg.length - footerBytes - 5), seg.length);
     expect(whole.trailer).toEqual(t);
-    expect(parseSegmentIndex(whole.index!, whole.trailer)).toEqual(entries);
+    expect(parseSegmentIndex(whole.index!, whole.trailer, binding)).toEqual(entries);
     const short = splitSegmentFooter(seg.subarray(seg.length - footerBytes + 1), seg.length);
     expect(short).toEqual({ trailer: t, index: undefined });
     expect(() => splitSegmentFooter(seg.subarray(seg.length - 31), seg.length)).toThrow(/trailer missing/);
+
+    // the footer proves which segment, of which safe, it is
+    expect(() => parseSegmentIndex(index, t, { ...binding, segment: 'cd'.repeat(32) })).toThrow(
+      new RegExp(`holds segment ${'ab'.repeat(32)}, not segment ${'cd'.repeat(32)}`),
+    );
+    expect(() => parseSegmentIndex(index, t, { ...binding, safe: 'safe-b' })).toThrow(
+      /belongs to another safe, not to safe safe-b/,
+    );
   });
 });

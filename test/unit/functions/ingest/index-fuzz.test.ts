@@ -25,7 +25,7 @@ import {
 } from '../../../support/rp-fixture.ts';
 
 let fx: RpFixture;
-const k = keysOf('fx');
+const k = keysOf(() => fx);
 beforeAll(async () => {
   fx = await makeRpFixture('fx');
 });
