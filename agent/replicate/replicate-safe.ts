@@ -103,9 +103,12 @@ export async function pendingOf(
   /** The RPs the destination has. */
   have: Set<number>;
 }> {
-  const have = new Set(await new SafeReader(dst, src.safe).listRps());
+  const there = new SafeReader(dst, src.safe);
+  const have = new Set(await there.listRps());
+  // an RP the destination's own compaction covers is there or was expired by its retention
+  const upTo = (await there.generation())?.upTo ?? 0;
   const all = await src.listRps();
-  const rps = all.filter((rp) => !have.has(rp));
+  const rps = all.filter((rp) => !have.has(rp) && rp > upTo);
   let bytes = 0;
   for (const rp of rps) {
     const m = await src.manifest(rp).catch(() => undefined);

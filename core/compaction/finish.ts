@@ -75,8 +75,9 @@ export async function finishCompaction(
   const reader = new SafeReader(store, safe);
   const old = await reader.generation();
   if ((old?.generation ?? 0) >= g) {
-    // a duplicate finisher of this attempt: already done (a generation lists its own journal as garbage)
-    if (old?.generation === g && old.garbage.some((x) => x.key === journalKey(safe, g, attempt)))
+    // a duplicate finisher of this attempt: already done (a generation lists its own journal as
+    // garbage; another attempt's journal it lists as an orphan)
+    if (old?.generation === g && old.garbage.some((x) => x.key === journalKey(safe, g, attempt) && !x.orphan))
       return resultOf(old, journal, 0, t0, s.notes);
     throw new ConflictError(`generation ${g}`, { safe });
   }

@@ -86,7 +86,7 @@ export function succeededIds(
 
 export class QueuePoller {
   private readonly sqs: SQSClient;
-  private readonly mapping: MappingSpec;
+  readonly mapping: MappingSpec;
   private readonly invoke: Invoke;
   private readonly region: string;
   private stopped = false;

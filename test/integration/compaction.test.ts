@@ -170,4 +170,32 @@ describe('compaction function', () => {
     expect(gone.code).toBe(7);
     expect(gone.stderr).toMatch(/recovery point 3 .*expired/);
   });
+
+  it('takes the same lock as `cdp-agent compact`: the two never compact a safe at once', async () => {
+    const p = await agent(['policy', '--safe', safe, '--last', '1', '--json'], env);
+    expect(p.code, p.stderr).toBe(0);
+    await cloud.clients.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: d.outputs[OUTPUTS.compactionQueueUrl]!,
+        MessageBody: JSON.stringify({ action: 'compact', safe: SAFE }),
+      }),
+    );
+    // only the compact task: it takes the lock and fans out, leaving its job's tasks queued
+    const poller = fns.pollers.find((x) => x.mapping.queueUrl === d.outputs[OUTPUTS.compactionQueueUrl])!;
+    const first = await poller.pollOnce(0);
+    expect(first).toMatchObject({ received: 1, deleted: 1 });
+    const busy = await agent(['compact', '--safe', safe, '--grace', '0s', '--json'], env);
+    expect(busy.code, busy.stderr).toBe(5);
+    expect(busy.stderr).toMatch(/locked: compact by compaction function/);
+    const batches = await fns.drain();
+    expect(batches.filter((b) => b.error || b.retried > 0)).toEqual([]);
+    expect(await catalog.getSafe(SAFE)).toMatchObject({ generation: 2 });
+    // the job released the lock: the agent compacts now (nothing left to merge)
+    const after = await agent(['compact', '--safe', safe, '--json'], env);
+    expect(after.code, after.stderr).toBe(0);
+    const to = join(root, 'latest.img');
+    const r = await restore('latest', to);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha256(readFileSync(to))).toBe(sha256(images[4]!));
+  });
 });

@@ -120,4 +120,34 @@ describe('replicate', () => {
     await other.backup({ devices: [{ path: dev, id: 'd' }], blockSize: BS });
     await expect(replicateSafe(h.store, other.store, h.safe)).rejects.toThrow(/holds another safe test-safe/);
   });
+
+  it('never makes a destination reference what its own compaction retired: such segments are copied under new ids', async () => {
+    const a = Buffer.concat([randomBytes(8 * BS), Buffer.alloc(2 * BS)]);
+    const b = randomBytes(10 * BS);
+    for (const img of [a, b]) {
+      writeFileSync(dev, img);
+      await h.backup({ devices: [{ path: dev, id: 'd' }], blockSize: BS });
+    }
+    const dst = new FsObjectStore(join(root, 'offsite'), h.safe);
+    expect((await replicateSafe(h.store, dst, h.safe)).copiedRps).toEqual([1, 2]);
+    // the destination keeps only the last RP: RP 1's segments become its garbage
+    const keepLast = { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+    await compactSafe(dst, h.safe, { policy: keepLast, owner: 'offsite', graceMs: 0 });
+    // the source (not compacted) takes RP 3 with RP 1's content: deduplicated against RP 1's segments
+    writeFileSync(dev, a);
+    const r3 = await h.backup({ devices: [{ path: dev, id: 'd' }], blockSize: BS });
+    expect(r3.manifest.devices[0]!.dedupBlocks).toBe(8);
+    const dstGen = (await new SafeReader(dst, h.safe).generation())!.generation;
+    const r = await replicateSafe(h.store, dst, h.safe);
+    expect(r.copiedRps).toEqual([3]); // RP 1, expired by the destination's own retention, is not sent again
+    expect(r.rescuedSegments).toBeGreaterThan(0);
+    // the destination's garbage collection now deletes RP 1's segments; RP 3 does not need them
+    for (let i = 0; i < 2; i++)
+      await compactSafe(dst, h.safe, { policy: keepLast, owner: 'offsite', graceMs: 0 });
+    const reader = new SafeReader(dst, h.safe);
+    expect(sha256(await reader.readImage(3, 'd'))).toBe(sha256(a));
+    const m = await reader.manifest(3);
+    expect(m.view).toBe(dstGen); // the destination's own view, not the source's
+    expect(m.segments.length).toBeGreaterThan(0); // the copies are listed as this RP's segments
+  });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 /**
  * The index use case on a real (directory) safe written by the backup code, with an in-memory
  * catalog: commits, idempotence, out-of-order parents, and every bad input ending in quarantine
@@ -15,6 +16,8 @@ import {
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FsObjectStore } from '#adapters/fs-store.ts';
+import { decodeBlockMap, encodeBlockMap } from '#core/format/block-map.ts';
+import { segmentKey } from '#core/keys.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import {
   handleArrival,
@@ -255,5 +258,103 @@ describe('index function use case', () => {
     await t.arrive(k.manifest(2));
     const reader = new SafeReader(t.store, 'fx');
     expect(await reader.readImage(2, DEVICE)).toEqual(fx.images[1]);
+  });
+
+  describe('references to segments garbage collection retired (issue 15)', () => {
+    /** The segment of RP 1 that RP 2's map reuses (its deduplicated block). */
+    const segId = (): string => {
+      const m2 = JSON.parse(readFileSync(join(fx.root, 'safe', 'rp', '0000000002.json'), 'utf8'));
+      const own = new Set(m2.segments.map((x: { id: string }) => x.id));
+      const map = decodeBlockMap(
+        readFileSync(join(fx.root, 'safe', m2.devices[0].blockMap.key.slice('safes/fx/'.length))),
+      );
+      const reused = map.extents.find((e) => e.kind === 'data' && !own.has(e.segment));
+      if (reused?.kind !== 'data') throw new Error("the fixture's RP 2 reuses no segment of RP 1");
+      return reused.segment;
+    };
+    const segPath = (t: ReturnType<typeof setup>): string => t.path(segmentKey('fx', segId()));
+    const condemn = (t: ReturnType<typeof setup>, generation: number) =>
+      t.catalog.recordGeneration({
+        safe: 'fx',
+        generation,
+        upTo: 1,
+        expired: [],
+        written: [],
+        condemned: [{ id: segId(), generation }],
+        revived: [],
+        retention: { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] },
+        at: new Date().toISOString(),
+      });
+
+    it('quarantines an RP that uses a segment its own view already lists as garbage', async () => {
+      const t = setup();
+      await t.arrive(k.manifest(1));
+      await condemn(t, 1);
+      editManifest(2, (m) => (m.view = 1))(t);
+      expect(await t.arrive(k.manifest(2))).toMatchObject({
+        outcome: 'quarantined',
+        reason: expect.stringMatching(
+          /which generation 1 condemned; the RP was written against generation 1/,
+        ),
+      });
+    });
+
+    it('commits an RP whose view predates the condemnation (its lock kept the segment)', async () => {
+      const t = setup();
+      await t.arrive(k.manifest(1));
+      await condemn(t, 1);
+      editManifest(2, (m) => (m.view = 0))(t);
+      expect(await t.arrive(k.manifest(2))).toMatchObject({ outcome: 'committed', rp: 2 });
+    });
+
+    it('quarantines an RP that uses a segment garbage collection deleted, or that is gone from the bucket', async () => {
+      const t = setup();
+      await t.arrive(k.manifest(1));
+      await t.catalog.markSegmentsDeleted('fx', [segId()], new Date().toISOString());
+      expect(await t.arrive(k.manifest(2))).toMatchObject({
+        outcome: 'quarantined',
+        reason: expect.stringMatching(/which garbage collection deleted/),
+      });
+      const u = setup();
+      await u.arrive(k.manifest(1));
+      unlinkSync(segPath(u));
+      expect(await u.arrive(k.manifest(2))).toMatchObject({
+        outcome: 'quarantined',
+        reason: expect.stringMatching(/missing from the bucket/),
+      });
+    });
+
+    it('commits an RP whose every device is full without waiting for (or sharing the fate of) its parent', async () => {
+      const t = setup();
+      editManifest(1, (m) => (m.safe = 'other'))(t);
+      expect(await t.arrive(k.manifest(1))).toMatchObject({ outcome: 'quarantined' });
+      // RP 2 marked full: its map still reuses a segment of RP 1, which the catalog never recorded
+      const m = JSON.parse(readFileSync(t.path(k.manifest(2)), 'utf8'));
+      for (const d of m.devices) d.full = true;
+      writeFileSync(t.path(k.manifest(2)), JSON.stringify(m));
+      expect(await t.arrive(k.manifest(2))).toMatchObject({
+        outcome: 'quarantined',
+        reason: expect.stringMatching(/neither in this RP nor committed in the safe/),
+      });
+      // as a backup writes it when it cannot build on RP 1: every device full, nothing of RP 1 used
+      const u = setup();
+      editManifest(1, (x) => (x.safe = 'other'))(u);
+      await u.arrive(k.manifest(1));
+      const m2 = JSON.parse(readFileSync(u.path(k.manifest(2)), 'utf8'));
+      for (const d of m2.devices) d.full = true;
+      const mapPath = u.path(m2.devices[0].blockMap.key);
+      const map = decodeBlockMap(readFileSync(mapPath));
+      const own = map.extents.filter((e) => e.kind !== 'data' || e.segment !== segId());
+      const body = encodeBlockMap({ ...map, extents: own });
+      writeFileSync(mapPath, body);
+      m2.devices[0].blockMap = {
+        ...m2.devices[0].blockMap,
+        bytes: body.length,
+        sha256: createHash('sha256').update(body).digest('hex'),
+        extents: own.length,
+      };
+      writeFileSync(u.path(k.manifest(2)), JSON.stringify(m2));
+      expect(await u.arrive(k.manifest(2))).toMatchObject({ outcome: 'committed', rp: 2 });
+    });
   });
 });
