@@ -232,20 +232,26 @@ async function replicateLocked(
       if (e instanceof CdpError) throw damaged(e.message);
       throw e;
     }
-    if (m.parent !== null && !present.has(m.parent) && !m.devices.every((d) => d.full === true)) {
-      // the source's retention merged the parent away before it reached this destination:
-      // copying the manifest as it is would leave an RP whose chain is broken there
-      throw new ReplicationError(
-        `RP ${rp} of ${src.location} builds on RP ${m.parent}, which the source's compaction merged away ` +
-          `before it was replicated to ${dst.location}; replicate before compacting the source, or start the destination afresh`,
-        { safe, rp },
-      );
-    }
-    // the maps, checked against the manifest; the segments they use
+    // the source's retention may have merged the parent away before it reached this destination:
+    // then the RP goes there with full maps (each device resolved at the source), needing no parent
+    const detached = m.parent !== null && !present.has(m.parent) && !m.devices.every((d) => d.full === true);
+    if (detached)
+      o.log?.(`RP ${rp}: its parent RP ${m.parent} is not at ${dst.location}: copied with full maps`);
+    // the maps, checked against the manifest (or resolved, when detached); the segments they use
     const maps: { device: Manifest['devices'][number]; body: Buffer }[] = [];
     const used = new Set<string>();
     try {
       for (const d of m.devices) {
+        if (detached) {
+          const r = await reader.resolve(rp, d.id);
+          for (const e of r.extents) if (e.kind === 'data') used.add(e.segment);
+          const extents = r.extents.filter((e) => e.kind === 'data');
+          maps.push({
+            device: { ...d, full: true },
+            body: encodeBlockMap({ blockSize: r.blockSize, deviceSize: r.deviceSize, extents }),
+          });
+          continue;
+        }
         const ref = manifestMapRef(safe, m, d);
         const map = await reader.blockMap({ rp, full: false, refs: [ref] }, d.id);
         for (const e of map.extents) if (e.kind === 'data') used.add(e.segment);
@@ -310,7 +316,7 @@ async function replicateLocked(
     // the manifest as the source has it, but for its view: the generation it was written against is
     // the destination's, whose generations are its own
     let manifest = encodeManifest({ ...m, view });
-    if (rename.size === 0) {
+    if (rename.size === 0 && !detached) {
       for (const { device, body } of maps) {
         const there = await dst.head(device.blockMap.key);
         if (there?.size === body.length) {
@@ -323,7 +329,8 @@ async function replicateLocked(
         progress(body.length);
       }
     } else {
-      // maps that use a renamed segment: rewritten under this run's name, and the manifest with them
+      // maps that use a renamed segment, or full maps of a detached RP: written under this run's
+      // name, and the manifest with them
       const run = randomBytes(8).toString('hex');
       const devices: Manifest['devices'] = [];
       for (const { device, body } of maps) {

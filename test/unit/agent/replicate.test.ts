@@ -48,15 +48,20 @@ async function everyRpRestores(store: FsObjectStore): Promise<number[]> {
 }
 
 describe('replicate', () => {
-  it('refuses an RP whose parent the source compacted away before it was replicated, naming both', async () => {
+  it('copies an RP whose parent the source compacted away before it was replicated, with full maps', async () => {
     await backupRps(3);
     const policy = { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
     await compactSafe(h.store, h.safe, { policy, owner: 't' });
     const dst = new FsObjectStore(join(root, 'fresh'), h.safe);
-    await expect(replicateSafe(h.store, dst, h.safe)).rejects.toThrow(
-      /RP 3 of .* builds on RP 2, which the source's compaction merged away/,
-    );
-    expect(await new SafeReader(dst, h.safe).listRps()).toEqual([]);
+    const r = await replicateSafe(h.store, dst, h.safe);
+    expect(r.copiedRps).toEqual([3]);
+    const m = await new SafeReader(dst, h.safe).manifest(3);
+    expect(m.parent).toBe(2); // the source's parent, absent here: every device map is full instead
+    expect(m.devices.every((d) => d.full === true)).toBe(true);
+    expect(await everyRpRestores(dst)).toEqual([3]);
+    await backupRps(1); // later RPs build on RP 3 there as usual
+    expect((await replicateSafe(h.store, dst, h.safe)).copiedRps).toEqual([4]);
+    expect(await everyRpRestores(dst)).toEqual([3, 4]);
   });
 
   it('copies only what the destination lacks, segments as they are, manifest last', async () => {
