@@ -66,6 +66,8 @@ export interface TortureStats {
   /** SIGKILLs delivered to a process that was still running, per actor. */
   readonly kills: Record<string, number>;
   committed: number;
+  /** Steps that ran two backups of the same device at once. */
+  sameDeviceBackups: number;
   expired: number;
   replicated: number;
   imagesChecked: number;
@@ -140,6 +142,7 @@ export class Torture {
       ops: {},
       kills: {},
       committed: 0,
+      sameDeviceBackups: 0,
       expired: 0,
       replicated: 0,
       imagesChecked: 0,
@@ -405,6 +408,7 @@ export class Torture {
     const count = 1 + Math.floor(this.random() * 3);
     const kinds = Array.from({ length: count }, choose);
     if (this.random() < 0.15) kinds.push('backup', 'backup'); // two backups of the same device at once
+    if (kinds.filter((k) => k === 'backup').length >= 2) this.stats.sameDeviceBackups++;
     const running: { r: Running; killed: boolean; timer?: NodeJS.Timeout }[] = [];
     for (const k of kinds) {
       const r = await this.actor(k);
