@@ -7,6 +7,7 @@ import { CdpError } from '#core/errors.ts';
 import { backupCommand } from './commands/backup.ts';
 import { listCommand } from './commands/list.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
+import { defaultStateDir } from './state/agent-state.ts';
 import { AGENT_VERSION } from './version.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -191,9 +192,32 @@ program
     process.exitCode = await compactCommand(o);
   });
 
+/**
+ * A full filesystem that the agent's own state hit (the safe's stores name theirs, StorageFullError):
+ * named with the file, or else the state directory, not reported as "unexpected".
+ */
+function named(e: unknown): unknown {
+  const errno = e as NodeJS.ErrnoException;
+  if (e instanceof CdpError || (errno?.code !== 'ENOSPC' && errno?.code !== 'EDQUOT')) return e;
+  const i = process.argv.indexOf('--state-dir');
+  const stateDir =
+    i > 0
+      ? process.argv[i + 1]
+      : process.argv.find((a) => a.startsWith('--state-dir='))?.slice('--state-dir='.length);
+  const where = errno.path ?? `the state directory ${stateDir ?? defaultStateDir()}`;
+  return new CdpError(
+    'E_NO_SPACE',
+    `no space left on the filesystem of ${where} (${errno.code})`,
+    { path: where },
+    'free space there (the state directory or the safe), then run again: the next run rebuilds what it needs',
+    { cause: e },
+  );
+}
+
 try {
   await program.parseAsync();
-} catch (e) {
+} catch (caught) {
+  const e = named(caught);
   if (e instanceof CommanderError) {
     process.exitCode = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
   } else if (e instanceof CdpError) {

@@ -91,6 +91,8 @@ export class SegmentPacker {
   private readonly opts: PackerOptions;
   private current: Open | undefined;
   private finishing: Promise<void>[] = [];
+  /** The first segment that failed to finish: every later add and close throws it. */
+  private failed: { error: unknown } | undefined;
   /** Bytes of the segments that are durable. */
   durableBytes = 0;
 
@@ -126,6 +128,7 @@ export class SegmentPacker {
     identity: Uint8Array,
     plainLength: number,
   ): Promise<{ segment: string; frame: number }> {
+    this.throwIfFailed();
     this.current ??= await this.open();
     const o = this.current;
     const index = o.entries.count;
@@ -141,11 +144,20 @@ export class SegmentPacker {
     if (!o) return;
     const max = this.opts.maxFinishing ?? 4;
     while (this.finishing.length >= max) await Promise.race(this.finishing);
-    const p = this.finish(o).finally(() => {
-      this.finishing = this.finishing.filter((x) => x !== p);
-    });
-    p.catch(() => undefined); // surfaced by close() or the next rotate(); never unhandled
+    // a failure is kept, not just left in `finishing` (which forgets a settled finish): a segment
+    // that failed while the next ones filled must fail the backup, never leave a hole in it
+    const p: Promise<void> = this.finish(o)
+      .catch((error: unknown) => {
+        this.failed ??= { error };
+      })
+      .finally(() => {
+        this.finishing = this.finishing.filter((x) => x !== p);
+      });
     this.finishing.push(p);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failed) throw this.failed.error;
   }
 
   private async finish(o: Open): Promise<void> {
@@ -178,6 +190,7 @@ export class SegmentPacker {
       this.current = undefined;
     }
     await Promise.all(this.finishing);
+    this.throwIfFailed();
   }
 
   /** Abandons the open segment (nothing of it becomes visible). */

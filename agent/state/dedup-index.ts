@@ -86,7 +86,13 @@ export class DedupIndex {
       b.write(segment, frame * RECORD + 32, 'hex');
       b.writeUInt32LE(frame, frame * RECORD + 64);
     });
-    if (this.file) appendFileSync(this.file, b);
+    if (this.file) {
+      try {
+        appendFileSync(this.file, b);
+      } catch (e) {
+        throw Object.assign(e as Error, { path: this.file }); // a write by descriptor names no file
+      }
+    }
   }
 
   /** Drops entries of segments not in `present`; rewrites the file when anything was dropped. */

@@ -76,7 +76,8 @@ describe('scenario 7: bad input', () => {
     mounts.push(mnt);
     const filler = join(mnt, 'filler');
     writeFileSync(filler, Buffer.alloc(6 * MiB, 1));
-    const safe = safeAt(mnt);
+    // the safe's filesystem is full; the agent's state lives elsewhere (as /var/lib does)
+    const safe = safeAt(mnt, 'safe1', 'disk', join(root, 'state'));
     const dev = join(root, 'disk.img');
     const img = fresh(8 * MiB);
     writeImage(dev, img);
@@ -92,6 +93,37 @@ describe('scenario 7: bad input', () => {
     const r2 = await safe.restore(String(jsonOut(again)!.rp), out);
     expect(r2.code, r2.stderr).toBe(0);
     expect(sha256(readFileSync(out))).toBe(sha256(img));
+  }, 60_000);
+
+  it('a full state directory is named (ENOSPC, its path), nothing committed is lost, and a retry succeeds', async () => {
+    const root = tempDir('s7t');
+    roots.push(root);
+    const mnt = join(root, 'state-fs');
+    mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt]);
+    mounts.push(mnt);
+    // fill the state's filesystem to the last block
+    const filler = join(mnt, 'filler');
+    try {
+      writeFileSync(filler, Buffer.alloc(512 * 1024, 1));
+    } catch (e) {
+      expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    }
+    const safe = safeAt(root, 'safe1', 'disk', join(mnt, 'state'));
+    const dev = join(root, 'disk.img');
+    const img = fresh(4 * MiB);
+    writeImage(dev, img);
+    const r = await safe.backup(dev);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(/"code":"E_NO_SPACE"/);
+    expect(r.stderr).toContain(mnt);
+    const v = await safe.verify();
+    expect([0, 4], v.stdout + v.stderr).toContain(v.code); // whatever is there verifies, or there is no RP yet
+    expect(v.stdout).not.toMatch(/"error"/);
+    unlinkSync(filler);
+    const again = await safe.backup(dev);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await safe.restoredSha(String(jsonOut(again)!.rp))).toBe(sha256(img));
   }, 60_000);
 
   it('temporary files of a killed run are cleaned by the next run', async () => {

@@ -60,9 +60,13 @@ export interface Safe {
   restoredSha(rp: number | string, device?: string): Promise<string>;
 }
 
-export function safeAt(root: string, name = 'safe1', deviceId = 'disk'): Safe {
+export function safeAt(
+  root: string,
+  name = 'safe1',
+  deviceId = 'disk',
+  stateDir = join(root, `state-${name}`),
+): Safe {
   const dir = join(root, name);
-  const stateDir = join(root, `state-${name}`);
   const s: Safe = {
     dir,
     stateDir,
