@@ -15,7 +15,6 @@ import {
   rename,
   stat,
   unlink,
-  utimes,
 } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { viewOf } from '#core/bytes.ts';
@@ -56,7 +55,8 @@ function tempName(final: string): string {
   return `${final}.tmp-${bootTag()}-${process.pid}-${randomBytes(6).toString('hex')}`;
 }
 
-const TEMP = /\.tmp-([0-9a-z]{8})-(\d+)-[0-9a-f]{12}$/;
+/** A temporary file's name: this format's, or v1's `.tmp-<12 hex>`; no key of the layout ends so. */
+const TEMP = /\.tmp-(?:([0-9a-f]{8})-(\d+)-)?[0-9a-f]{12}$/;
 
 function pidRuns(pid: number): boolean {
   try {
@@ -162,16 +162,32 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async restamp(key: string, _body: Uint8Array, version: string): Promise<string | undefined> {
+  /**
+   * Writes the same bytes over the file in place: the file system stamps the modification time
+   * with its own clock (a NAS server's, not this host's), as it did when the file was created.
+   * Only while the file still exists and holds `body` (it is never recreated); `version` (the
+   * inode) is returned as it is.
+   */
+  async restamp(key: string, body: Uint8Array, _version: string): Promise<string | undefined> {
     const path = this.path(key);
+    let h: FileHandle;
     try {
-      if (String((await stat(path)).ino) !== version) return undefined;
-      const now = new Date();
-      await utimes(path, now, now);
-      return version;
+      h = await open(path, 'r+');
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw e;
+    }
+    try {
+      const st = await h.stat();
+      if (st.size !== body.length) return undefined;
+      const now = Buffer.alloc(body.length);
+      await h.read(now, 0, body.length, 0);
+      if (!now.equals(body)) return undefined;
+      await h.write(body, 0, body.length, 0);
+      await h.sync();
+      return String(st.ino);
+    } finally {
+      await h.close();
     }
   }
 
@@ -249,10 +265,9 @@ export class FsObjectStore implements ObjectStore {
           await walk(p);
           continue;
         }
-        if (!d.name.includes('.tmp-')) continue;
         const m = TEMP.exec(d.name);
-        const abandoned =
-          m !== null && m[1] === mine && Number(m[2]) !== process.pid && !pidRuns(Number(m[2]));
+        if (!m) continue;
+        const abandoned = m[1] === mine && Number(m[2]) !== process.pid && !pidRuns(Number(m[2]));
         const old = abandoned || ((await stat(p).catch(() => undefined))?.mtime ?? before) < before;
         if (old) {
           await unlink(p).catch(() => undefined);
@@ -276,7 +291,7 @@ export class FsObjectStore implements ObjectStore {
         throw e;
       }
       for (const n of names) {
-        if (n.includes('.tmp-')) continue; // a write in progress (or left by a crash)
+        if (TEMP.test(n)) continue; // a write in progress (or left by a crash)
         const p = join(dir, n);
         const rel = relative(this.location, p).split(sep).join('/');
         const key = this.prefix + rel;

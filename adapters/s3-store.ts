@@ -22,6 +22,7 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   NoSuchKey,
   NotFound,
   PutObjectCommand,
@@ -192,9 +193,15 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  /** PutObject of the same bytes with If-Match: S3 stamps a new LastModified, or refuses (gone, replaced). */
+  /**
+   * PutObject of the same bytes with If-Match: S3 stamps a new LastModified, or refuses. A refusal
+   * because another writer of the same bytes re-stamped it meanwhile (the tasks of one compaction
+   * job share its lock; under SSE-KMS two PUTs of one body have different ETags) is retried with the
+   * current ETag; the object gone, or holding other bytes, is "no longer ours".
+   */
   async restamp(key: string, body: Uint8Array, version: string): Promise<string | undefined> {
-    for (let attempt = 0; ; attempt++) {
+    let etag = version;
+    for (let attempt = 0; attempt < 5; attempt++) {
       try {
         const r = await this.s3.send(
           signedWithChecksum(
@@ -202,27 +209,32 @@ export class S3ObjectStore implements ObjectStore {
               Bucket: this.bucket,
               Key: this.objectKey(key),
               Body: body,
-              IfMatch: version,
+              IfMatch: etag,
               ...sha256Checksum(body),
             }),
           ),
         );
-        return r.ETag ?? version;
+        return r.ETag ?? etag;
       } catch (e) {
         const status = (e as S3ServiceException).$metadata?.httpStatusCode;
-        if (status === 412 || notFound(e)) return undefined;
-        // 409 ConditionalRequestConflict: a concurrent write; S3 says to look again and retry
-        if (status === 409 && attempt < 3) {
-          const now = await this.head(key);
-          if (!now || now.version !== version) return undefined;
-          continue;
-        }
-        throw e;
+        if (notFound(e)) return undefined;
+        // 412: re-stamped by another holder of the same lock (or replaced); 409: a concurrent write
+        if (status !== 412 && status !== 409) throw e;
+        const now = await this.head(key);
+        if (!now?.version) return undefined;
+        const there = await this.get(key).catch(() => undefined);
+        if (!there || !there.equals(Buffer.from(body.buffer, body.byteOffset, body.length))) return undefined;
+        etag = now.version;
       }
     }
+    return undefined;
   }
 
-  /** Aborts the multipart uploads under the safe's prefix that were started before `before`. */
+  /**
+   * Aborts the multipart uploads under the safe's prefix whose last sign of life (started, or a
+   * part uploaded) is before `before`. Parts count because a long write is alive while it uploads,
+   * and because moto reports every upload's `Initiated` as 2010-11-10T20:48:33Z.
+   */
   async cleanTemporaries(before: Date): Promise<number> {
     let removed = 0;
     let keyMarker: string | undefined;
@@ -238,6 +250,7 @@ export class S3ObjectStore implements ObjectStore {
       );
       for (const u of r.Uploads ?? []) {
         if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated >= before) continue;
+        if (await this.partUploadedSince(u.Key, u.UploadId, before)) continue;
         await this.s3
           .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }))
           .catch((e) => {
@@ -249,6 +262,23 @@ export class S3ObjectStore implements ObjectStore {
       uploadIdMarker = r.IsTruncated ? r.NextUploadIdMarker : undefined;
     } while (keyMarker);
     return removed;
+  }
+
+  /** Whether the upload has a part uploaded at or after `since` (false once it is gone). */
+  private async partUploadedSince(Key: string, UploadId: string, since: Date): Promise<boolean> {
+    let marker: string | undefined;
+    do {
+      const r = await this.s3
+        .send(new ListPartsCommand({ Bucket: this.bucket, Key, UploadId, PartNumberMarker: marker }))
+        .catch((e) => {
+          if (notFound(e)) return undefined;
+          throw e;
+        });
+      if (!r) return false;
+      if ((r.Parts ?? []).some((p) => p.LastModified && p.LastModified >= since)) return true;
+      marker = r.IsTruncated ? r.NextPartNumberMarker : undefined;
+    } while (marker);
+    return false;
   }
 
   /** A checksummed PutObject of `body`; with `ifAbsent`, one that S3 refuses over an existing key. */

@@ -11,9 +11,11 @@
  * - `head`: undefined when the key does not exist. `list` and `head` give each object's modification
  *   time by the store's own clock (S3 LastModified, a file's mtime), which lock staleness is judged
  *   by, and `head` a version (an ETag, or a file's identity) for `restamp`.
- * - `restamp`: re-stamps an existing object's modification time (S3: writes `body` again, which must
- *   be its bytes) only while it is still the version given; resolves the new version, or undefined
- *   (changing nothing) when the object is gone or was replaced. A lock's holder refreshes it so.
+ * - `restamp`: re-stamps an existing object's modification time with the store's clock (writes
+ *   `body`, which must be its bytes, over it) only while it still exists and still holds exactly
+ *   `body` (`version`, from `head` or an earlier restamp, saves a read while it still matches);
+ *   resolves the new version, or undefined (changing nothing) when the object is gone or holds
+ *   other bytes. Never recreates a deleted object. A lock's holders refresh it so.
  * - `put`: durable when it resolves; replaces an existing object.
  * - `putIfAbsent`: atomic create; resolves false, changing nothing, when the key already exists.
  * - `list`: every key under the prefix, in key (byte) order.
