@@ -1,10 +1,12 @@
 /**
  * The frames `verify` found damaged (damage/<segment>/<run>.json records, docs/FORMAT.md §5a): a
- * backup never deduplicates against them and stores the blocks that use them again from the device.
+ * backup never deduplicates against them and stores the blocks that use them again from the device;
+ * a compaction that copies them into a new segment records the damage there too.
  */
-import { decodeDamageRecord } from '#core/format/damage.ts';
-import { damagePrefix, parseKey } from '#core/keys.ts';
-import type { ObjectStore } from '#core/ports/object-store.ts';
+import { type DamageRecord, decodeDamageRecord } from './format/damage.ts';
+import { encodeJson } from './format/manifest.ts';
+import { damageKey, damagePrefix, parseKey } from './keys.ts';
+import type { ObjectStore } from './ports/object-store.ts';
 
 export class DamagedFrames {
   private readonly bySegment = new Map<string, [number, number][]>();
@@ -17,6 +19,11 @@ export class DamagedFrames {
     const list = this.bySegment.get(segment) ?? [];
     list.push([first, count]);
     this.bySegment.set(segment, list);
+  }
+
+  /** The damaged frame ranges [first, count] of a segment. */
+  of(segment: string): readonly (readonly [number, number])[] {
+    return this.bySegment.get(segment) ?? [];
   }
 
   has(segment: string, frame: number): boolean {
@@ -46,4 +53,20 @@ export async function readDamagedFrames(
     }
   }
   return out;
+}
+
+/**
+ * Records damaged frames of `segment` (a new record under `run`, never over another's); true when
+ * written, false when the record of this run exists already.
+ */
+export async function recordDamage(
+  store: ObjectStore,
+  safe: string,
+  run: string,
+  record: Omit<DamageRecord, 'format' | 'version'>,
+): Promise<boolean> {
+  return store.putIfAbsent(
+    damageKey(safe, record.segment, run),
+    encodeJson({ format: 'cdp-damage', version: 2, ...record }),
+  );
 }

@@ -37,6 +37,9 @@ export const LOCK_TIMING: LockTiming = {
   refreshableMs: 30 * 60_000 - 7.5 * 60_000,
 };
 
+/** A holder's `check()` re-stamps its lock when the last re-stamp is older than this. */
+const CONFIRM_MS = 5_000;
+
 /** Timings scaled from `staleMs` (tests), keeping the default proportions. */
 export function lockTiming(staleMs: number): LockTiming {
   return { staleMs, refreshMs: staleMs / 6, refreshableMs: staleMs * 0.75 };
@@ -129,7 +132,12 @@ const heldHere = new Set<string>();
 /** Whether the holder of `record` is known to be gone (this boot, and its process no longer runs or no longer holds it). */
 function holderGone(record: LockRecord): boolean {
   const me = thisProcess();
-  if (record.bootId === me.bootId && record.pid === me.pid && record.pidStart === me.pidStart)
+  if (
+    record.bootId === me.bootId &&
+    record.pidNs === me.pidNs &&
+    record.pid === me.pid &&
+    record.pidStart === me.pidStart
+  )
     // this process: gone when this thread wrote it and no longer holds it (another thread: can't tell)
     return (record.thread ?? 0) === threadId && !heldHere.has(record.id);
   return processGone(record);
@@ -237,15 +245,18 @@ class Held implements HeldLock {
     return Math.max(performance.now() - this.refreshedMono, Date.now() - this.refreshedWall);
   }
 
+  /**
+   * Confirms the lock is still this holder's: re-stamped within the last few seconds (else it is
+   * re-stamped now, which fails if another process deleted it as stale), and never left unrefreshed
+   * for `refreshableMs`.
+   */
   async check(): Promise<void> {
     if (this.lost) throw new LockLostError(this.safe, this.lost);
-    if (this.elapsed() > this.timing.refreshableMs) {
-      // try once more before giving up: the timer may just not have run (a busy event loop)
-      await this.refresh().catch(() => undefined);
-      if (this.lost) throw new LockLostError(this.safe, this.lost);
-      if (this.elapsed() > this.timing.refreshableMs)
-        throw new LockLostError(this.safe, `not refreshed for ${Math.round(this.elapsed() / 1000)} s`);
-    }
+    if (Date.now() - this.refreshedWall > CONFIRM_MS || performance.now() - this.refreshedMono > CONFIRM_MS)
+      await this.refresh();
+    if (this.lost) throw new LockLostError(this.safe, this.lost);
+    if (this.elapsed() > this.timing.refreshableMs)
+      throw new LockLostError(this.safe, `not refreshed for ${Math.round(this.elapsed() / 1000)} s`);
   }
 
   refresh(): Promise<void> {
@@ -316,6 +327,7 @@ export async function acquireLock(store: ObjectStore, safe: string, req: LockReq
       owner: req.owner,
       host: me.host,
       bootId: me.bootId,
+      pidNs: me.pidNs,
       pid: me.pid,
       pidStart: me.pidStart,
       thread: threadId,

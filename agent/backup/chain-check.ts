@@ -7,10 +7,10 @@
  * Blocks whose stored frame `verify` found damaged are named, so the backup stores them again.
  */
 import { mapLimit } from '#core/concurrency.ts';
+import type { DamagedFrames } from '#core/damage.ts';
 import { CdpError } from '#core/errors.ts';
 import type { ResolvedDevice, SafeReader } from '#core/safe-reader.ts';
 import type { FooterChecks } from '../state/footer-checks.ts';
-import type { DamagedFrames } from './damaged-frames.ts';
 
 export type ChainCheck =
   | {

@@ -5,6 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { readDamagedFrames } from '#core/damage.ts';
 import { CdpError, ConflictError } from '#core/errors.ts';
 import { type Extent, encodeBlockMap, pushBlock } from '#core/format/block-map.ts';
 import {
@@ -28,7 +29,6 @@ import { UncommittedSegments } from '../state/uncommitted.ts';
 import { WorkerPool } from '../worker-pool.ts';
 import { checkChain } from './chain-check.ts';
 import { chunksTouched, loadChangedList } from './changed-list.ts';
-import { readDamagedFrames } from './damaged-frames.ts';
 import { DeviceError, type DeviceSpec, deviceSize, openDevice, readFully } from './device.ts';
 import { openSafe } from './open-safe.ts';
 import type { RateLimiter } from './rate-limiter.ts';

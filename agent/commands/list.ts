@@ -8,7 +8,8 @@ import { CdpError } from '#core/errors.ts';
 import { generationPrefix, safePrefix } from '#core/keys.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import { EXIT } from '../exit-codes.ts';
-import { openSafeLocation, requireSafe } from '../safe-location.ts';
+import { withReadLock } from '../read-lock.ts';
+import { openSafeLocation, requireSafe, type SafeLocation } from '../safe-location.ts';
 
 export interface ListOptions {
   readonly safe: string;
@@ -47,6 +48,11 @@ export interface Listing {
 export async function listSafe(safeArg: string): Promise<Listing> {
   const loc = await openSafeLocation(safeArg);
   await requireSafe(loc);
+  // a read lock first: no garbage collection takes what this listing's view names while it reads
+  return withReadLock(loc.store, loc.safe, 'list', () => listLocked(loc));
+}
+
+async function listLocked(loc: SafeLocation): Promise<Listing> {
   const reader = new SafeReader(loc.store, loc.safe);
   // the maps every chain may need, with their sizes: one listing of map/ and one of gen/
   const sizes = new Map<string, number>();

@@ -17,7 +17,7 @@ import { withReadLock } from '../read-lock.ts';
 import { localPages, remotePages } from '../restore/plans.ts';
 import { type RestoreResult, runRestore } from '../restore/run-restore.ts';
 import { countingStore, type SegmentSource, StoreSource, UrlSource } from '../restore/segment-source.ts';
-import { openSafeLocation } from '../safe-location.ts';
+import { openSafeLocation, type SafeLocation } from '../safe-location.ts';
 
 export interface RestoreOptions {
   readonly safe: string;
@@ -33,28 +33,7 @@ export interface RestoreOptions {
   readonly json?: boolean;
 }
 
-export function keysFrom(file: string | undefined): (plan: RestorePlan) => SafeKeys | undefined {
-  return (plan) => {
-    if (!plan.encryption) return undefined;
-    if (!file) {
-      throw new CdpError('E_SAFE_ACCESS', `safe ${plan.safe} is encrypted: give --encrypt-key-file`);
-    }
-    let master: Buffer;
-    try {
-      master = parseKeyFile(readFileSync(file));
-    } catch (e) {
-      throw new CdpError('E_USAGE', `--encrypt-key-file ${file}: ${(e as Error).message}`);
-    }
-    const keys = deriveKeys(master, Buffer.from(plan.encryption.salt, 'base64'));
-    if (!keyCheckMatches(keys, plan.encryption.keyCheck)) {
-      throw new CdpError('E_SAFE_ACCESS', `--encrypt-key-file ${file} is not the key of safe ${plan.safe}`);
-    }
-    return keys;
-  };
-}
-
-export async function restoreCommand(o: RestoreOptions): Promise<number> {
-  const loc = await openSafeLocation(o.safe);
+async function restoreNow(o: RestoreOptions, loc: SafeLocation): Promise<RestoreResult> {
   const selector = parseRpSelector(o.rp);
   const to = resolve(o.to);
   let pages: AsyncIterable<RestorePlan>;
@@ -81,9 +60,8 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
     source = new StoreSource(reader, counter);
   }
   const bar = progressBar(!o.json);
-  let r: RestoreResult;
-  const restore = () =>
-    runRestore({
+  try {
+    return await runRestore({
       pages,
       source,
       to,
@@ -97,12 +75,38 @@ export async function restoreCommand(o: RestoreOptions): Promise<number> {
       parallel: o.parallel ? parallelOption(o.parallel) : o.remote || o.safe.startsWith('s3://') ? 8 : 4,
       onProgress: (done, total) => bar.update(`restore ${o.device}`, done, total),
     });
-  try {
-    // read straight from the safe: registered with a read lock, so no GC takes what this view reads
-    r = o.remote ? await restore() : await withReadLock(loc.store, loc.safe, 'restore', restore);
   } finally {
     bar.stop();
   }
+}
+
+export function keysFrom(file: string | undefined): (plan: RestorePlan) => SafeKeys | undefined {
+  return (plan) => {
+    if (!plan.encryption) return undefined;
+    if (!file) {
+      throw new CdpError('E_SAFE_ACCESS', `safe ${plan.safe} is encrypted: give --encrypt-key-file`);
+    }
+    let master: Buffer;
+    try {
+      master = parseKeyFile(readFileSync(file));
+    } catch (e) {
+      throw new CdpError('E_USAGE', `--encrypt-key-file ${file}: ${(e as Error).message}`);
+    }
+    const keys = deriveKeys(master, Buffer.from(plan.encryption.salt, 'base64'));
+    if (!keyCheckMatches(keys, plan.encryption.keyCheck)) {
+      throw new CdpError('E_SAFE_ACCESS', `--encrypt-key-file ${file} is not the key of safe ${plan.safe}`);
+    }
+    return keys;
+  };
+}
+
+export async function restoreCommand(o: RestoreOptions): Promise<number> {
+  const loc = await openSafeLocation(o.safe);
+  // read straight from the safe: the read lock comes first, so the view this restore takes (its
+  // generation) is one garbage collection keeps for as long as the lock lives
+  const r = o.remote
+    ? await restoreNow(o, loc)
+    : await withReadLock(loc.store, loc.safe, 'restore', () => restoreNow(o, loc));
   const secs = r.durationMs / 1000;
   const mbps = r.deviceSize / 1e6 / Math.max(secs, 0.001);
   if (o.json) {

@@ -6,10 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { recordDamage } from '#core/damage.ts';
 import { CdpError } from '#core/errors.ts';
 import type { DamageRecord } from '#core/format/damage.ts';
-import { encodeJson } from '#core/format/manifest.ts';
-import { damageKey } from '#core/keys.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
 import { parseRpSelector, selectRp } from '#core/rp-selector.ts';
 import { SafeReader } from '#core/safe-reader.ts';
@@ -38,7 +37,7 @@ function fatal(e: unknown): boolean {
 }
 
 /** One damage record per damaged segment; a store that refuses the write (read-only credentials) is said so. */
-async function recordDamage(
+async function recordDamageOf(
   store: ObjectStore,
   safe: string,
   results: readonly Result[],
@@ -57,18 +56,16 @@ async function recordDamage(
   const run = randomBytes(8).toString('hex');
   let written = 0;
   for (const [segment, rec] of bySegment) {
-    const body: DamageRecord = {
-      format: 'cdp-damage',
-      version: 2,
-      segment,
-      frames: rec.frames,
-      foundAt: new Date().toISOString(),
-      foundBy: `cdp-agent verify on ${hostname()}`,
-      rp: rec.rp,
-      device: rec.device,
-    };
     try {
-      if (await store.putIfAbsent(damageKey(safe, segment, run), encodeJson(body))) written++;
+      const ok = await recordDamage(store, safe, run, {
+        segment,
+        frames: rec.frames,
+        foundAt: new Date().toISOString(),
+        foundBy: `cdp-agent verify on ${hostname()}`,
+        rp: rec.rp,
+        device: rec.device,
+      });
+      if (ok) written++;
     } catch (e) {
       warn(`could not record the damage of segment ${segment} in the safe: ${(e as Error).message}`);
     }
@@ -113,7 +110,15 @@ export async function verifyCommand(o: VerifyOptions): Promise<number> {
       }
     }
   });
-  const recorded = await recordDamage(loc.store, loc.safe, results, warn);
+  if (o.device && results.length === 0)
+    throw new CdpError(
+      'E_USAGE',
+      `no ${o.rp ? `RP ${o.rp}` : 'recovery point'} of ${o.safe} holds a device ${o.device}`,
+      {
+        device: o.device,
+      },
+    );
+  const recorded = await recordDamageOf(loc.store, loc.safe, results, warn);
   const bad = results.filter((r) => 'error' in r || r.damaged.length > 0);
   const ok = bad.length === 0 && problems.length === 0;
   const secs = (performance.now() - t0) / 1000;

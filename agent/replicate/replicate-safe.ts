@@ -18,7 +18,7 @@ import { CdpError } from '#core/errors.ts';
 import { decodeBlockMap, encodeBlockMap } from '#core/format/block-map.ts';
 import { FORMAT_VERSION } from '#core/format/constants.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
-import { decodeSafeConfig, encodeManifest, type Manifest } from '#core/format/manifest.ts';
+import { decodeManifest, decodeSafeConfig, encodeManifest, type Manifest } from '#core/format/manifest.ts';
 import { blockMapKey, manifestKey, parseKey, safeConfigKey, segmentKey } from '#core/keys.ts';
 import { acquireLock } from '#core/locks.ts';
 import type { ObjectStore } from '#core/ports/object-store.ts';
@@ -129,7 +129,7 @@ export async function pendingOf(
 async function destinationView(
   dst: ObjectStore,
   safe: string,
-): Promise<{ listed: Map<string, number>; retired: Set<string>; view: number }> {
+): Promise<{ listed: Map<string, number>; retired: Set<string>; garbage: Set<string>; view: number }> {
   const listed = new Map<string, number>();
   for (const o of await dst.list(`safes/${safe}/seg/`)) {
     try {
@@ -149,7 +149,12 @@ async function destinationView(
       /* not ours */
     }
   }
-  return { listed, retired, view: gen?.generation ?? 0 };
+  return {
+    listed,
+    retired,
+    garbage: new Set((gen?.garbage ?? []).map((g) => g.key)),
+    view: gen?.generation ?? 0,
+  };
 }
 
 export async function replicateSafe(
@@ -204,7 +209,10 @@ async function replicateLocked(
   }
   const pending = await pendingOf(reader, dst);
   // the destination's view, read under its write lock: a copied RP references nothing it retired
-  const { listed, retired, view } = await destinationView(dst, safe);
+  const { listed, retired, garbage, view } = await destinationView(dst, safe);
+  // RPs the source's own compaction covers are read through its view: their original maps (and
+  // segments) may be gone there, replaced by the generation's
+  const sourceUpTo = (await reader.generation())?.upTo ?? 0;
   let copied = 0;
   let done = 0;
   let skipped = 0;
@@ -234,9 +242,13 @@ async function replicateLocked(
     }
     // the source's retention may have merged the parent away before it reached this destination:
     // then the RP goes there with full maps (each device resolved at the source), needing no parent
-    const detached = m.parent !== null && !present.has(m.parent) && !m.devices.every((d) => d.full === true);
+    const detached =
+      (m.parent !== null && !present.has(m.parent) && !m.devices.every((d) => d.full === true)) ||
+      rp <= sourceUpTo;
     if (detached)
-      o.log?.(`RP ${rp}: its parent RP ${m.parent} is not at ${dst.location}: copied with full maps`);
+      o.log?.(
+        `RP ${rp}: copied with full maps (its parent is not at ${dst.location}, or the source compacted it)`,
+      );
     // the maps, checked against the manifest (or resolved, when detached); the segments they use
     const maps: { device: Manifest['devices'][number]; body: Buffer }[] = [];
     const used = new Set<string>();
@@ -316,21 +328,24 @@ async function replicateLocked(
     // the manifest as the source has it, but for its view: the generation it was written against is
     // the destination's, whose generations are its own
     let manifest = encodeManifest({ ...m, view });
-    if (rename.size === 0 && !detached) {
+    // a map already at the destination is used only if it is not garbage there and holds these bytes
+    let rewrite = rename.size > 0 || detached;
+    for (const { device, body } of rewrite ? [] : maps) {
+      if (garbage.has(device.blockMap.key)) rewrite = true;
+      else if ((await dst.head(device.blockMap.key)) !== undefined) {
+        const there = await dst.get(device.blockMap.key).catch(() => undefined);
+        if (!there?.equals(body)) rewrite = true;
+      }
+    }
+    if (!rewrite) {
       for (const { device, body } of maps) {
-        const there = await dst.head(device.blockMap.key);
-        if (there?.size === body.length) {
-          skipped++;
-          progress(body.length);
-          continue;
-        }
-        await dst.putIfAbsent(device.blockMap.key, body);
-        copied += body.length;
+        if (await dst.putIfAbsent(device.blockMap.key, body)) copied += body.length;
+        else skipped++; // there already, the same bytes (checked above)
         progress(body.length);
       }
     } else {
-      // maps that use a renamed segment, or full maps of a detached RP: written under this run's
-      // name, and the manifest with them
+      // maps that use a renamed segment, full maps of a detached RP, or maps whose name is garbage
+      // at the destination: written under this run's name, and the manifest with them
       const run = randomBytes(8).toString('hex');
       const devices: Manifest['devices'] = [];
       for (const { device, body } of maps) {
@@ -340,7 +355,8 @@ async function replicateLocked(
         );
         const out = encodeBlockMap({ ...map, extents });
         const key = blockMapKey(safe, rp, device.id, run);
-        await dst.putIfAbsent(key, out);
+        if (!(await dst.putIfAbsent(key, out)))
+          throw new ReplicationError(`block map ${key} exists at ${dst.location} already`, { safe, rp });
         copied += out.length;
         devices.push({
           ...device,
@@ -365,7 +381,15 @@ async function replicateLocked(
     }
     // the manifest last: the RP exists at the destination only now
     await lock.check();
-    await dst.putIfAbsent(manifestKey(safe, rp), manifest);
+    if (!(await dst.putIfAbsent(manifestKey(safe, rp), manifest))) {
+      // committed there meanwhile (an earlier run that was killed after its create): fine only if it is this RP
+      const there = decodeManifest(await dst.get(manifestKey(safe, rp)), manifestKey(safe, rp));
+      if (there.createdAt !== m.createdAt || there.agent.id !== m.agent.id)
+        throw new ReplicationError(`RP ${rp} at ${dst.location} is another RP than the source's`, {
+          safe,
+          rp,
+        });
+    }
     copiedRps.push(rp);
     present.add(rp);
   }

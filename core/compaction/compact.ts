@@ -98,7 +98,7 @@ export async function compactSafe(
       );
     }
     for (let o = 0; o < plan.outputs.length; o++) {
-      const r = await rewriteOutput(store, safe, plan, o);
+      const r = await rewriteOutput(store, safe, plan, o, journal.attempt!);
       s.log?.(`wrote segment ${plan.outputs[o]!.id.slice(0, 12)} (${r.frames} frames, ${r.bytes} bytes)`);
     }
     for (let i = 0; i < journal.shards.length; i++) await shardMaps(store, safe, journal, plan, i);

@@ -14,6 +14,7 @@
  * (deterministic) result and keeps it; nothing is ever replaced.
  */
 import { createHash } from 'node:crypto';
+import { readDamagedFrames, recordDamage } from '../damage.ts';
 import { encodeBlockMap } from '../format/block-map.ts';
 import { FORMAT_VERSION } from '../format/constants.ts';
 import {
@@ -162,23 +163,73 @@ export async function selectRewrite(
   return plan;
 }
 
-/** Stage rewrite, output `index` (any invocation, any order, repeatable). */
+/**
+ * Stage rewrite, output `index` (any invocation, any order, repeatable). Damage recorded for a
+ * frame it copies is recorded for the copy too (under the attempt's id), so the next backup still
+ * stores that block again from the device.
+ */
 export async function rewriteOutput(
   store: ObjectStore,
   safe: string,
   plan: RewritePlan,
   index: number,
+  attempt: string,
 ): Promise<{ bytes: number; frames: number }> {
   const o = plan.outputs[index];
   if (!o) throw new CompactionError('E_BAD_INPUT', `generation ${plan.generation} has no output ${index}`);
+  const frames = o.sources.reduce((n, x) => n + frameCount(x.live), 0);
+  let written: { bytes: number; frames: number };
   const done = await store.head(o.key);
-  if (done) return { bytes: done.size, frames: o.sources.reduce((n, x) => n + frameCount(x.live), 0) };
-  const reader = new SafeReader(store, safe);
-  const config = await reader.config();
-  const sources = await Promise.all(
-    o.sources.map(async (x) => ({ ...x, entries: await reader.segmentEntries(x.segment) })),
-  );
-  return writeOutputSegment(store, safe, { id: o.id, key: o.key, sources }, config?.encryption != null);
+  if (done) written = { bytes: done.size, frames };
+  else {
+    const reader = new SafeReader(store, safe);
+    const config = await reader.config();
+    const sources = await Promise.all(
+      o.sources.map(async (x) => ({ ...x, entries: await reader.segmentEntries(x.segment) })),
+    );
+    written = await writeOutputSegment(
+      store,
+      safe,
+      { id: o.id, key: o.key, sources },
+      config?.encryption != null,
+    );
+  }
+  await carryDamage(store, safe, plan, index, attempt);
+  return written;
+}
+
+/** Records, for output `index`, the damaged frames of its sources that it copied. */
+async function carryDamage(
+  store: ObjectStore,
+  safe: string,
+  plan: RewritePlan,
+  index: number,
+  attempt: string,
+) {
+  const damaged = await readDamagedFrames(store, safe);
+  const o = plan.outputs[index]!;
+  const moves = movesOf([o]);
+  const frames: { first: number; count: number; reason: string }[] = [];
+  for (const src of o.sources) {
+    for (const [bad, n] of damaged.of(src.segment))
+      for (const run of moves.get(src.segment) ?? []) {
+        const a = Math.max(bad, run.first);
+        const b = Math.min(bad + n, run.first + run.count);
+        if (a < b)
+          frames.push({
+            first: run.newFirst + (a - run.first),
+            count: b - a,
+            reason: `copied by compaction (generation ${plan.generation}) from frame ${a} of segment ${src.segment}, recorded damaged`,
+          });
+      }
+  }
+  if (frames.length === 0) return;
+  await recordDamage(store, safe, attempt, {
+    segment: o.id,
+    frames,
+    foundAt: new Date().toISOString(),
+    foundBy: `compaction attempt ${attempt}`,
+  });
 }
 
 export function rewritesDone(store: ObjectStore, plan: RewritePlan): Promise<boolean> {

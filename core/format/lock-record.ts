@@ -23,6 +23,8 @@ export const lockRecordSchema = z.object({
   host: z.string().max(256),
   /** The holder's boot (Linux boot_id) and process: a lock of a process that no longer runs on this boot is stale at once. */
   bootId: z.string().max(64),
+  /** The holder's pid namespace: containers on one host share the boot id, not their pids. */
+  pidNs: z.string().max(64).optional(),
   pid: z.number().int().nonnegative(),
   /** The process's start time (clock ticks since boot), so a reused pid is not taken for the holder. */
   pidStart: z.string().max(32),

@@ -38,7 +38,7 @@ import {
 import { readPolicy } from '#core/compaction/policy.ts';
 import { NotFoundError } from '#core/errors.ts';
 import type { Generation, Journal, StoredPolicy } from '#core/format/generation.ts';
-import { parseKey } from '#core/keys.ts';
+import { lockKey, parseKey } from '#core/keys.ts';
 import {
   acquireLock,
   type HeldLock,
@@ -129,17 +129,27 @@ export async function syncCatalog(deps: CompactionDeps, safe: string, gen?: Gene
   if (!g) return;
   const s = await deps.catalog.getSafe(safe);
   if ((s?.generation ?? 0) >= g.generation) return;
+  // from the catalog's state, not from the last generation's diff: generations it never recorded
+  // (an agent's compaction of this safe, a sync that failed) are covered too
+  const retained = new Set(g.rps.map((r) => r.rp));
+  const expired = (await deps.catalog.listRps(safe))
+    .filter(
+      (r) => r.rp <= g.upTo && !retained.has(r.rp) && (r.state === 'committed' || r.state === 'waiting'),
+    )
+    .map((r) => r.rp);
+  const condemned = g.garbage.flatMap((x) => {
+    const [id] = segmentIds([x.key]);
+    return id ? [{ id, generation: x.generation ?? g.generation }] : [];
+  });
+  const revived = g.revived ?? [];
   await deps.catalog.recordGeneration({
     safe,
     generation: g.generation,
     upTo: g.upTo,
-    expired: g.stats.expired,
+    expired,
     written: g.written.map((w) => ({ safe, ...w, firstRp: g.upTo, liveBytes: w.bytes })),
-    condemned: g.garbage.flatMap((x) => {
-      const [id] = segmentIds([x.key]);
-      return id && (x.generation ?? g.generation) === g.generation ? [{ id, generation: g.generation }] : [];
-    }),
-    revived: g.revived ?? [],
+    condemned,
+    revived,
     retention: g.policy,
     at: g.createdAt,
   });
@@ -201,7 +211,7 @@ async function advance(
     }
     case 'rewrite': {
       const plan = await readRewritePlan(store, safe, journal);
-      await rewriteOutput(store, safe, plan, task.output);
+      await rewriteOutput(store, safe, plan, task.output, attempt);
       if (!(await rewritesDone(store, plan)))
         return { outcome: 'stage', safe, generation: g, action: 'rewrite' };
       return fan(mapsTasks());
@@ -327,7 +337,13 @@ export async function handleCompactionTask(deps: CompactionDeps, task: Compactio
     if (e instanceof NotFoundError) return stale('its journal is gone');
     throw e;
   }
-  if ((await newestGeneration(store, safe)) >= task.generation) return stale('the generation is committed');
+  if ((await newestGeneration(store, safe)) >= task.generation) {
+    // a retried finish whose catalog update failed, or a late task: the catalog is brought up to
+    // date, and the job's lock (its generation is committed) is not left to go stale
+    await syncCatalog(deps, safe);
+    if (journal.lock) await store.delete(lockKey(safe, journal.lock));
+    return stale('the generation is committed');
+  }
   if (!journal.lock) return stale('a v1 journal');
   let lock: HeldLock;
   try {

@@ -77,10 +77,17 @@ describe('locks', () => {
   it('a lock of a process of this boot that no longer runs is stale at once, and removed', async () => {
     const dead = spawnSync('true').pid!;
     const me = thisProcess();
-    foreignLock('a'.repeat(32), { bootId: me.bootId, pid: dead, pidStart: '1' });
+    foreignLock('a'.repeat(32), { bootId: me.bootId, pidNs: me.pidNs, pid: dead, pidStart: '1' });
     const w = await take('write');
     expect((await store.list(locksPrefix(SAFE))).map((o) => o.key)).toEqual([w.key]);
     await w.release();
+  });
+
+  it('a lock of this boot but another pid namespace (another container) is never taken for gone', async () => {
+    const me = thisProcess();
+    const dead = spawnSync('true').pid!;
+    foreignLock('d'.repeat(32), { bootId: me.bootId, pidNs: 'pid:[1]', pid: dead, pidStart: '1' });
+    await expect(take('write')).rejects.toBeInstanceOf(LockBusyError);
   });
 
   it('a lock of a live process elsewhere is busy until the store says it is older than staleMs', async () => {
@@ -112,8 +119,9 @@ describe('locks', () => {
     const timing = lockTiming(3000);
     const w = await take('write', timing);
     await store.delete(w.key); // another process took it for stale
-    await w.refresh();
+    await new Promise((r) => setTimeout(r, 5100)); // past check()'s confirmation window, before any refresh is due
     await expect(w.check()).rejects.toBeInstanceOf(LockLostError);
+    expect(await lockCount()).toBe(0); // and it did not bring its lock back
     await w.release();
   });
 

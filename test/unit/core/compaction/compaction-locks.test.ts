@@ -87,7 +87,8 @@ describe('compaction and the compact lock', () => {
     const prefixA = generationWorkPrefix(h.safe, 1, journal.attempt!);
     expect((await h.store.list(prefixA)).length).toBeGreaterThan(0); // B never touched A's attempt
     // A wakes up and goes on: its outputs and maps are harmless, its commit never happens
-    for (let o = 0; o < plan.outputs.length; o++) await rewriteOutput(h.store, h.safe, plan, o);
+    for (let o = 0; o < plan.outputs.length; o++)
+      await rewriteOutput(h.store, h.safe, plan, o, journal.attempt!);
     for (let i = 0; i < journal.shards.length; i++) await shardMaps(h.store, h.safe, journal, plan, i);
     await lockA.refresh();
     // (its generation number is taken, and its lock is lost: either refuses the commit)
