@@ -25,6 +25,7 @@ import {
   CATALOG_INDEX_BY_TIME,
   type Catalog,
   type CommitOutcome,
+  type ExpiredRpRecord,
   type GenerationRecord,
   type QuarantineRecord,
   type RpRecord,
@@ -235,9 +236,10 @@ export class DynamoDbCatalog implements Catalog {
             gsi1sk: `${rp.createdAt}#${pad(rp.rp)}`,
             ...rp,
           },
-          ConditionExpression: 'attribute_not_exists(pk) OR #state <> :committed',
+          // never over a committed RP, nor over one a compaction merged away
+          ConditionExpression: 'attribute_not_exists(pk) OR NOT (#state IN (:committed, :expired))',
           ExpressionAttributeNames: { '#state': 'state' },
-          ExpressionAttributeValues: { ':committed': 'committed' },
+          ExpressionAttributeValues: { ':committed': 'committed', ':expired': 'expired' },
         },
       },
       {
@@ -375,40 +377,120 @@ export class DynamoDbCatalog implements Catalog {
     await Promise.all(Array.from({ length: Math.min(PARALLEL, ids.length) }, worker));
   }
 
-  async recordGeneration(g: GenerationRecord): Promise<void> {
-    await this.putSegments(g.written);
-    for (const rp of g.expired) {
-      this.count(2);
+  /**
+   * Expires a committed RP (it leaves the committed set and the time index); false when the RP was
+   * not committed (already expired by a rerun, or never committed). Any other failure (throttling,
+   * a conflict with another transaction) is not "done" and is thrown, so the caller is retried.
+   */
+  private async expireCommitted(safe: string, rp: number, generation: number, at: string): Promise<boolean> {
+    this.count(2);
+    try {
+      await this.doc.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            {
+              Update: {
+                TableName: this.table,
+                Key: { pk: safePk(safe), sk: rpSk(rp) },
+                UpdateExpression:
+                  'SET #state = :expired, updatedAt = :at, expiredBy = :g REMOVE gsi1pk, gsi1sk',
+                ConditionExpression: '#state = :committed',
+                ExpressionAttributeNames: { '#state': 'state' },
+                ExpressionAttributeValues: {
+                  ':expired': 'expired',
+                  ':committed': 'committed',
+                  ':at': at,
+                  ':g': generation,
+                },
+              },
+            },
+            { Update: { TableName: this.table, ...safeItemUpdate(safe, at, { committedRps: -1 }) } },
+          ],
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (!(e instanceof TransactionCanceledException)) throw e;
+      if ((e.CancellationReasons ?? [])[0]?.Code !== 'ConditionalCheckFailed') throw e;
+      return false;
+    }
+  }
+
+  async expireRp(e: ExpiredRpRecord): Promise<void> {
+    // each round settles it unless a commit or another expiry races it; then the next round sees that
+    for (let round = 0; round < 5; round++) {
+      const cur = await this.getRp(e.safe, e.rp);
+      if (cur?.state === 'expired' || cur?.state === 'quarantined') return;
+      if (cur?.state === 'committed') {
+        if (await this.expireCommitted(e.safe, e.rp, e.generation, e.at)) return;
+        continue;
+      }
+      // not committed (absent, or waiting for its parent): recorded expired, and it waits no more
+      const item: Item = {
+        pk: safePk(e.safe),
+        sk: rpSk(e.rp),
+        safe: e.safe,
+        rp: e.rp,
+        state: 'expired',
+        parent: e.parent,
+        updatedAt: e.at,
+        manifestKey: e.manifestKey,
+        expiredBy: e.generation,
+        ...(e.createdAt !== undefined ? { createdAt: e.createdAt } : {}),
+      };
+      this.count(e.parent !== null ? 2 : 1);
       try {
         await this.doc.send(
           new TransactWriteCommand({
             TransactItems: [
               {
-                Update: {
+                Put: {
                   TableName: this.table,
-                  Key: { pk: safePk(g.safe), sk: rpSk(rp) },
-                  UpdateExpression:
-                    'SET #state = :expired, updatedAt = :at, expiredBy = :g REMOVE gsi1pk, gsi1sk',
-                  ConditionExpression: '#state = :committed',
+                  Item: item,
+                  ConditionExpression: 'attribute_not_exists(pk) OR #state = :waiting',
                   ExpressionAttributeNames: { '#state': 'state' },
-                  ExpressionAttributeValues: {
-                    ':expired': 'expired',
-                    ':committed': 'committed',
-                    ':at': g.at,
-                    ':g': g.generation,
-                  },
+                  ExpressionAttributeValues: { ':waiting': 'waiting' },
                 },
               },
-              { Update: { TableName: this.table, ...safeItemUpdate(g.safe, g.at, { committedRps: -1 }) } },
+              ...(e.parent !== null
+                ? [
+                    {
+                      Delete: {
+                        TableName: this.table,
+                        Key: { pk: safePk(e.safe), sk: waitSk(e.parent, e.rp) },
+                      },
+                    },
+                  ]
+                : []),
             ],
           }),
         );
-      } catch (e) {
-        // already expired (a rerun): the RP's condition failed; anything else (throttling, a
-        // conflict with another transaction) is not "done" and is thrown, so the task is retried
-        if (!(e instanceof TransactionCanceledException)) throw e;
-        if ((e.CancellationReasons ?? [])[0]?.Code !== 'ConditionalCheckFailed') throw e;
+        await this.touchSafe(e.safe, e.at, 0);
+        return;
+      } catch (err) {
+        if (!(err instanceof TransactionCanceledException)) throw err;
+        if ((err.CancellationReasons ?? [])[0]?.Code !== 'ConditionalCheckFailed') throw err;
       }
+    }
+    throw new Error(`RP ${e.rp} of safe ${e.safe}: its state kept changing while it was being expired`);
+  }
+
+  async recordGeneration(g: GenerationRecord): Promise<void> {
+    await this.putSegments(g.written);
+    for (const rp of g.expired) {
+      if (await this.expireCommitted(g.safe, rp, g.generation, g.at)) continue;
+      // not committed: already expired (a rerun), or waiting for its parent (expired too)
+      const cur = await this.getRp(g.safe, rp);
+      if (cur?.state !== 'waiting') continue;
+      await this.expireRp({
+        safe: g.safe,
+        rp,
+        parent: cur.parent,
+        generation: g.generation,
+        manifestKey: cur.manifestKey,
+        ...(cur.createdAt !== undefined ? { createdAt: cur.createdAt } : {}),
+        at: g.at,
+      });
     }
     await this.segmentStates(g.safe, g.condemned, g.revived);
     this.count(1);
@@ -439,7 +521,7 @@ export class DynamoDbCatalog implements Catalog {
     return items.map((i) => strip<QuarantineRecord>(i, KEYS));
   }
 
-  /** Writes a waiting or quarantined RP record; a committed RP is left as it is. */
+  /** Writes a waiting or quarantined RP record; a committed or expired RP is left as it is. */
   private async putUnlessCommitted(rp: RpRecord): Promise<void> {
     this.count(1);
     try {
@@ -447,9 +529,9 @@ export class DynamoDbCatalog implements Catalog {
         new PutCommand({
           TableName: this.table,
           Item: { pk: safePk(rp.safe), sk: rpSk(rp.rp), ...rp },
-          ConditionExpression: 'attribute_not_exists(pk) OR #state <> :committed',
+          ConditionExpression: 'attribute_not_exists(pk) OR NOT (#state IN (:committed, :expired))',
           ExpressionAttributeNames: { '#state': 'state' },
-          ExpressionAttributeValues: { ':committed': 'committed' },
+          ExpressionAttributeValues: { ':committed': 'committed', ':expired': 'expired' },
         }),
       );
     } catch (e) {

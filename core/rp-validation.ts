@@ -111,6 +111,7 @@ export async function readManifest(store: ObjectStore, key: string): Promise<Rea
     throw bad(`parent RP ${manifest.parent} is not older than RP ${rp}`);
   }
   if (manifestKey(safe, rp) !== key) throw bad('manifest key is not in canonical form');
+  await checkParentGeometry(store, safe, manifest, bad);
   const cfgKey = safeConfigKey(safe);
   const cfgBody = await store.get(cfgKey).catch((e: unknown) => {
     if (e instanceof CdpError && e.code === 'E_NOT_FOUND') throw bad(`${cfgKey} is missing`);
@@ -170,32 +171,63 @@ export async function readManifest(store: ObjectStore, key: string): Promise<Rea
   return { key, manifest, sha256: sha256(body), bytes: body.length };
 }
 
-async function verifySegment(
+/**
+ * A device keeps its size and block size from its first backup on (the agent refuses a device that
+ * changed): an RP that gives a device another geometry than its parent's manifest does would be
+ * laid over the parent's map with its blocks misplaced. A parent that cannot be read is judged
+ * when it arrives itself.
+ */
+async function checkParentGeometry(
+  store: ObjectStore,
+  safe: string,
+  m: Manifest,
+  bad: (reason: string) => InvalidRpError,
+): Promise<void> {
+  if (m.parent === null) return;
+  const parentKey = manifestKey(safe, m.parent);
+  let parent: Manifest;
+  try {
+    parent = decodeManifest(await store.get(parentKey), parentKey);
+  } catch (e) {
+    if (e instanceof CdpError) return;
+    throw e;
+  }
+  for (const d of m.devices) {
+    const p = parent.devices.find((x) => x.id === d.id);
+    if (p && (p.sizeBytes !== d.sizeBytes || p.blockSize !== d.blockSize))
+      throw bad(
+        `device ${d.id} is ${d.sizeBytes} bytes in ${d.blockSize}-byte blocks, but ${p.sizeBytes} bytes in ${p.blockSize}-byte blocks in parent RP ${m.parent}`,
+      );
+  }
+}
+
+/**
+ * The frame count of segment `id` of the safe as its header, footer and index say, after checking
+ * them (without reading block data): present, `bytes` long when that is known, encrypted as
+ * expected, and naming itself (this segment of this safe) in its index.
+ */
+export async function checkedSegmentFrames(
   store: ObjectStore,
   bad: (r: string) => InvalidRpError,
-  s: Manifest['segments'][number],
+  s: { readonly id: string; readonly key: string; readonly bytes?: number },
   encrypted: boolean,
-): Promise<KnownSegment> {
+): Promise<number> {
   const head = await store.head(s.key);
   if (!head) throw bad(`segment ${s.key} is missing`);
-  if (head.size !== s.bytes) {
+  if (s.bytes !== undefined && head.size !== s.bytes) {
     throw bad(`segment ${s.key} is ${head.size} bytes, the manifest says ${s.bytes} (truncated?)`);
   }
-  if (s.bytes < SEGMENT_HEADER_BYTES + SEGMENT_TRAILER_BYTES) throw bad(`segment ${s.key} is too short`);
+  const bytes = head.size;
+  if (bytes < SEGMENT_HEADER_BYTES + SEGMENT_TRAILER_BYTES) throw bad(`segment ${s.key} is too short`);
   try {
     const header = parseSegmentHeader(await store.getRange(s.key, 0, SEGMENT_HEADER_BYTES));
     if (header.encrypted !== encrypted) {
       throw new SegmentFormatError(`encrypted flag ${header.encrypted} differs from the manifest`);
     }
     const trailer = parseSegmentTrailer(
-      await store.getRange(s.key, s.bytes - SEGMENT_TRAILER_BYTES, SEGMENT_TRAILER_BYTES),
-      s.bytes,
+      await store.getRange(s.key, bytes - SEGMENT_TRAILER_BYTES, SEGMENT_TRAILER_BYTES),
+      bytes,
     );
-    if (trailer.frameCount !== s.frames) {
-      throw new SegmentFormatError(
-        `footer lists ${trailer.frameCount} frames, the manifest says ${s.frames}`,
-      );
-    }
     if (trailer.indexLength > MAX_INDEX_BYTES) {
       throw new SegmentFormatError(`footer index of ${trailer.indexLength} bytes is too large`);
     }
@@ -203,10 +235,22 @@ async function verifySegment(
       segment: s.id,
       safe: parseKey(s.key).safe,
     });
+    return trailer.frameCount;
   } catch (e) {
     if (e instanceof SegmentFormatError) throw bad(`segment ${s.key}: ${e.message}`);
     throw e;
   }
+}
+
+async function verifySegment(
+  store: ObjectStore,
+  bad: (r: string) => InvalidRpError,
+  s: Manifest['segments'][number],
+  encrypted: boolean,
+): Promise<KnownSegment> {
+  const frames = await checkedSegmentFrames(store, bad, s, encrypted);
+  if (frames !== s.frames)
+    throw bad(`segment ${s.key}: footer lists ${frames} frames, the manifest says ${s.frames}`);
   return { id: s.id, bytes: s.bytes, frames: s.frames };
 }
 

@@ -5,17 +5,23 @@
  * Contract (test/contract/catalog.contract.ts runs it against every adapter):
  * - `commitRp` is atomic and idempotent: it records the RP as committed and advances the safe's
  *   newest RP in one step; committing an RP that is already committed changes nothing and
- *   returns 'already-committed'. It never turns a committed RP into anything else.
+ *   returns 'already-committed'. It never turns a committed RP into anything else, and never
+ *   commits an expired RP again (that too returns 'already-committed').
  * - `putSegments` is idempotent and never overwrites a segment already recorded.
  * - `quarantineUpload` records the key with its reason and, for a manifest, marks the RP
  *   quarantined unless it is already committed. It never deletes anything.
  * - `markWaiting` records that an RP waits for its parent; `waitingChildren` finds it again.
  * - `listRps` is in RP order; `rpAtOrBefore` gives the newest committed RP created at or before a time.
  * - Writes per RP are O(segments), never O(blocks).
- * - `recordGeneration` is idempotent: expired RPs leave the committed set (and the by-time
- *   index) once; the safe's generation only moves forward; segments it condemned are marked with
+ * - `recordGeneration` is idempotent: expired RPs (committed or waiting) leave the committed set
+ *   (and the by-time index) once; the safe's generation only moves forward; segments it condemned are marked with
  *   the generation, segments it revived are unmarked. A failure other than "already expired"
  *   (throttling, anything else) is thrown, never taken for done.
+ * - `expireRp` records that a generation merged one RP away whatever the catalog knew of it: a
+ *   committed RP leaves the committed set as in `recordGeneration`; one not committed yet (indexed
+ *   after the compaction, or waiting for its parent) is recorded expired and no longer waits. A
+ *   quarantined RP stays quarantined. Idempotent.
+ * - An expired RP is never recorded committed, waiting or quarantined again.
  * - `markSegmentsDeleted` records that garbage collection deleted segments (idempotent).
  * The compaction lock is not the catalog's: it lives in the safe (core/locks.ts).
  */
@@ -133,6 +139,20 @@ export interface WaitingChild {
 
 export type CommitOutcome = 'committed' | 'already-committed';
 
+/** An RP a compaction merged away, as `expireRp` records it. */
+export interface ExpiredRpRecord {
+  readonly safe: string;
+  readonly rp: number;
+  readonly parent: number | null;
+  /** The generation whose view leaves it out. */
+  readonly generation: number;
+  readonly manifestKey: string;
+  /** Capture time (manifest createdAt), ISO-8601, when known. */
+  readonly createdAt?: string;
+  /** When the catalog records it, ISO-8601. */
+  readonly at: string;
+}
+
 export interface Catalog {
   getSafe(safe: string): Promise<SafeRecord | undefined>;
   listSafes(): Promise<SafeRecord[]>;
@@ -153,6 +173,7 @@ export interface Catalog {
   listQuarantined(safe?: string): Promise<QuarantineRecord[]>;
 
   recordGeneration(g: GenerationRecord): Promise<void>;
+  expireRp(e: ExpiredRpRecord): Promise<void>;
   markSegmentsDeleted(safe: string, ids: readonly string[], at: string): Promise<void>;
 }
 

@@ -59,6 +59,13 @@ function report(o: IndexOutcome, catalogWrites?: { requests: number; items: numb
       for (const c of o.children) report(c);
       break;
     }
+    case 'expired':
+      logger.info('recovery point merged away by a compaction before it was indexed: recorded expired', {
+        ...o,
+        children: undefined,
+      });
+      for (const c of o.children) report(c);
+      break;
     case 'quarantined':
       metrics.addMetric('UploadsQuarantined', MetricUnit.Count, 1);
       logger.warn('upload quarantined', o);

@@ -205,5 +205,108 @@ export function catalogContract(name: string, make: () => Promise<Catalog>): voi
       await c.recordGeneration({ ...g, generation: 0 + 1, upTo: 1 });
       expect((await c.getSafe(safe))?.compactedUpTo).toBe(3);
     });
+
+    it('expires one RP whatever it knew of it, and never brings an expired RP back', async () => {
+      const c = await make();
+      const safe = `c9-${Math.random().toString(36).slice(2, 8)}`;
+      const key = (rp: number): string => `safes/${safe}/rp/${String(rp).padStart(10, '0')}.json`;
+      const expiry = (rp: number, minutes: number) => ({
+        safe,
+        rp,
+        parent: rp - 1,
+        generation: 1,
+        manifestKey: key(rp),
+        createdAt: at(minutes),
+        at: at(60),
+      });
+      await commitThree(c, safe);
+      // committed: it leaves the committed set and the time index, once
+      await c.expireRp(expiry(2, 10));
+      await c.expireRp(expiry(2, 10));
+      expect(await c.getSafe(safe)).toMatchObject({ committedRps: 2, newestRp: 3 });
+      expect((await c.getRp(safe, 2))?.state).toBe('expired');
+      expect((await c.rpAtOrBefore(safe, at(15)))?.rp).toBe(1);
+      // waiting for its parent: recorded expired, and it waits no more
+      await c.markWaiting({
+        safe,
+        rp: 5,
+        state: 'waiting',
+        parent: 4,
+        createdAt: at(40),
+        updatedAt: at(41),
+        manifestKey: key(5),
+      });
+      await c.expireRp(expiry(5, 40));
+      expect(await c.getRp(safe, 5)).toMatchObject({ state: 'expired', parent: 4 });
+      expect(await c.waitingChildren(safe, 4)).toEqual([]);
+      // never seen before (indexed after the compaction that merged it away)
+      await c.expireRp(expiry(4, 30));
+      expect(await c.getRp(safe, 4)).toMatchObject({ state: 'expired', parent: 3, manifestKey: key(4) });
+      // and never committed, waiting or quarantined again
+      expect(await c.commitRp(committed(safe, 4, 3, 30))).toBe('already-committed');
+      expect(await c.commitRp(committed(safe, 2, 1, 10))).toBe('already-committed');
+      await c.markWaiting({
+        safe,
+        rp: 4,
+        state: 'waiting',
+        parent: 3,
+        createdAt: at(30),
+        updatedAt: at(61),
+        manifestKey: key(4),
+      });
+      await c.quarantineUpload({
+        key: key(2),
+        reason: 'a late replay',
+        size: 1,
+        createdAt: at(10),
+        quarantinedAt: at(62),
+        safe,
+        rp: 2,
+      });
+      expect((await c.listRps(safe)).map((r) => [r.rp, r.state])).toEqual([
+        [1, 'committed'],
+        [2, 'expired'],
+        [3, 'committed'],
+        [4, 'expired'],
+        [5, 'expired'],
+      ]);
+      expect(await c.getSafe(safe)).toMatchObject({ committedRps: 2, newestRp: 3 });
+      // a quarantined RP stays quarantined
+      await c.quarantineUpload({
+        key: key(6),
+        reason: 'bad',
+        size: 1,
+        createdAt: at(50),
+        quarantinedAt: at(51),
+        safe,
+        rp: 6,
+      });
+      await c.expireRp(expiry(6, 50));
+      expect((await c.getRp(safe, 6))?.state).toBe('quarantined');
+      // a generation's record expires an RP that was waiting for its parent as well
+      await c.markWaiting({
+        safe,
+        rp: 8,
+        state: 'waiting',
+        parent: 7,
+        createdAt: at(70),
+        updatedAt: at(71),
+        manifestKey: key(8),
+      });
+      await c.recordGeneration({
+        safe,
+        generation: 2,
+        upTo: 9,
+        expired: [8],
+        written: [],
+        condemned: [],
+        revived: [],
+        retention: { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] },
+        at: at(80),
+      });
+      expect(await c.getRp(safe, 8)).toMatchObject({ state: 'expired', parent: 7 });
+      expect(await c.waitingChildren(safe, 7)).toEqual([]);
+      expect(await c.getSafe(safe)).toMatchObject({ committedRps: 2, newestRp: 3, generation: 2 });
+    });
   });
 }

@@ -23,8 +23,9 @@ export function startAgent(
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stderr += d));
+  // 'close', not 'exit': at 'exit' the pipes may still hold output not read yet (a loaded machine)
   const done = new Promise<CliResult>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })),
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
   );
   return { child, done };
 }

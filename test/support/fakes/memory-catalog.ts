@@ -1,6 +1,7 @@
 import type {
   Catalog,
   CommitOutcome,
+  ExpiredRpRecord,
   GenerationRecord,
   QuarantineRecord,
   RpRecord,
@@ -73,7 +74,8 @@ export class MemoryCatalog implements Catalog {
   }
   async commitRp(rp: RpRecord & { state: 'committed' }): Promise<CommitOutcome> {
     const k = `${rp.safe}#${rp.rp}`;
-    if (this.rps.get(k)?.state === 'committed') return 'already-committed';
+    const state = this.rps.get(k)?.state;
+    if (state === 'committed' || state === 'expired') return 'already-committed';
     this.writes += rp.parent === null ? 2 : 3;
     this.rps.set(k, rp);
     const cur = this.touch(rp.safe, rp.updatedAt);
@@ -95,7 +97,7 @@ export class MemoryCatalog implements Catalog {
       manifestKey: rp.manifestKey,
     });
     const k = `${rp.safe}#${rp.rp}`;
-    if (this.rps.get(k)?.state !== 'committed') this.rps.set(k, rp);
+    if (!this.settled(k)) this.rps.set(k, rp);
     this.touch(rp.safe, rp.updatedAt);
   }
   async waitingChildren(safe: string, parent: number) {
@@ -108,7 +110,7 @@ export class MemoryCatalog implements Catalog {
     if (q.safe === undefined) return;
     if (q.rp !== undefined) {
       const k = `${q.safe}#${q.rp}`;
-      if (this.rps.get(k)?.state !== 'committed') {
+      if (!this.settled(k)) {
         this.rps.set(k, {
           safe: q.safe,
           rp: q.rp,
@@ -129,14 +131,50 @@ export class MemoryCatalog implements Catalog {
       .sort((a, b) => a.key.localeCompare(b.key));
   }
 
+  /** A committed or expired RP: waiting and quarantine leave it as it is. */
+  private settled(k: string): boolean {
+    const state = this.rps.get(k)?.state;
+    return state === 'committed' || state === 'expired';
+  }
+
+  async expireRp(e: ExpiredRpRecord) {
+    const k = `${e.safe}#${e.rp}`;
+    const r = this.rps.get(k);
+    if (r?.state === 'expired' || r?.state === 'quarantined') return;
+    this.writes += 2;
+    if (r?.state === 'committed') {
+      this.rps.set(k, { ...r, state: 'expired', updatedAt: e.at });
+      const s = this.touch(e.safe, e.at);
+      this.touch(e.safe, e.at, { committedRps: s.committedRps - 1 });
+      return;
+    }
+    this.rps.set(k, {
+      safe: e.safe,
+      rp: e.rp,
+      state: 'expired',
+      parent: e.parent,
+      updatedAt: e.at,
+      manifestKey: e.manifestKey,
+      ...(e.createdAt !== undefined ? { createdAt: e.createdAt } : {}),
+    });
+    if (e.parent !== null) this.waiting.delete(`${e.safe}#${e.parent}#${e.rp}`);
+    this.touch(e.safe, e.at);
+  }
+
   async recordGeneration(g: GenerationRecord) {
     await this.putSegments(g.written);
     for (const rp of g.expired) {
       const r = this.rps.get(`${g.safe}#${rp}`);
-      if (r?.state !== 'committed') continue;
-      this.rps.set(`${g.safe}#${rp}`, { ...r, state: 'expired', updatedAt: g.at });
-      const s = this.touch(g.safe, g.at);
-      this.touch(g.safe, g.at, { committedRps: s.committedRps - 1 });
+      if (r?.state !== 'committed' && r?.state !== 'waiting') continue;
+      await this.expireRp({
+        safe: g.safe,
+        rp,
+        parent: r.parent,
+        generation: g.generation,
+        manifestKey: r.manifestKey,
+        ...(r.createdAt !== undefined ? { createdAt: r.createdAt } : {}),
+        at: g.at,
+      });
     }
     for (const c of g.condemned) {
       const seg = this.segments.get(`${g.safe}#${c.id}`);

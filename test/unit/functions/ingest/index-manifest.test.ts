@@ -16,8 +16,9 @@ import {
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FsObjectStore } from '#adapters/fs-store.ts';
+import { compactSafe } from '#core/compaction/compact.ts';
 import { decodeBlockMap, encodeBlockMap } from '#core/format/block-map.ts';
-import { segmentKey } from '#core/keys.ts';
+import { generationKey, segmentKey } from '#core/keys.ts';
 import { SafeReader } from '#core/safe-reader.ts';
 import {
   handleArrival,
@@ -260,6 +261,43 @@ describe('index function use case', () => {
     expect(await reader.readImage(2, DEVICE)).toEqual(fx.images[1]);
   });
 
+  it('indexed after a compaction merged RP 1 away and collected its objects: RP 1 expired, RP 2 committed through the generation', async () => {
+    const t = setup();
+    const policy = { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+    await compactSafe(t.store, 'fx', { policy, owner: 'test', graceMs: 0 });
+    expect(
+      (await compactSafe(t.store, 'fx', { policy, owner: 'test', graceMs: 0 })).garbageDeleted,
+    ).toBeGreaterThan(0);
+    expect(await t.store.head(fx.maps[2] ?? '')).toBeUndefined();
+    expect(await t.arrive(k.manifest(1))).toMatchObject({ outcome: 'expired', rp: 1 });
+    expect(await t.arrive(k.manifest(2))).toMatchObject({ outcome: 'committed', rp: 2 });
+    expect(await t.arrive(k.manifest(1))).toMatchObject({ outcome: 'expired', rp: 1 });
+    expect((await t.catalog.getSafe('fx'))?.newestRp).toBe(2);
+    expect(await new SafeReader(t.store, 'fx').readImage(2, DEVICE)).toEqual(fx.images[1]);
+  });
+
+  it('quarantines a retained RP whose generation reads a damaged segment of the parent it merged away (never validated itself)', async () => {
+    const t = setup();
+    const policy = { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+    await compactSafe(t.store, 'fx', { policy, owner: 'test' });
+    // the segment of RP 1 that RP 2 reads: its footer index now names another segment
+    const m2 = JSON.parse(readFileSync(join(fx.root, 'safe', 'rp', '0000000002.json'), 'utf8'));
+    const own = new Set(m2.segments.map((x: { id: string }) => x.id));
+    const resolved = await new SafeReader(t.store, 'fx').resolve(2, DEVICE);
+    const theirs = resolved.extents.find((e) => e.kind === 'data' && !own.has(e.segment));
+    if (theirs?.kind !== 'data') throw new Error("the fixture's RP 2 reads no segment of RP 1");
+    const path = t.path(segmentKey('fx', theirs.segment));
+    const bytes = readFileSync(path);
+    bytes[bytes.length - 40]! ^= 0xff;
+    writeFileSync(path, bytes);
+    expect(await t.arrive(k.manifest(1))).toMatchObject({ outcome: 'expired', rp: 1 });
+    expect(await t.arrive(k.manifest(2))).toMatchObject({
+      outcome: 'quarantined',
+      rp: 2,
+      reason: expect.stringContaining(theirs.segment),
+    });
+  });
+
   describe('references to segments garbage collection retired (issue 15)', () => {
     /** The segment of RP 1 that RP 2's map reuses (its deduplicated block). */
     const segId = (): string => {
@@ -289,7 +327,16 @@ describe('index function use case', () => {
     it('quarantines an RP that uses a segment its own view already lists as garbage', async () => {
       const t = setup();
       await t.arrive(k.manifest(1));
-      await condemn(t, 1);
+      // generation 1 (committed while RP 2's manifest is not there yet) lists the segment as garbage
+      const m2 = readFileSync(t.path(k.manifest(2)));
+      unlinkSync(t.path(k.manifest(2)));
+      const policy = { last: 10, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+      await compactSafe(t.store, 'fx', { policy, owner: 'test' });
+      const genPath = t.path(generationKey('fx', 1));
+      const gen = JSON.parse(readFileSync(genPath, 'utf8'));
+      gen.garbage.push({ key: segmentKey('fx', segId()), since: gen.createdAt, generation: 1 });
+      writeFileSync(genPath, JSON.stringify(gen));
+      writeFileSync(t.path(k.manifest(2)), m2);
       editManifest(2, (m) => (m.view = 1))(t);
       expect(await t.arrive(k.manifest(2))).toMatchObject({
         outcome: 'quarantined',
@@ -297,6 +344,14 @@ describe('index function use case', () => {
           /which generation 1 condemned; the RP was written against generation 1/,
         ),
       });
+    });
+
+    it('commits an RP using a segment the catalog still marks condemned but the newest generation took up again', async () => {
+      const t = setup();
+      await t.arrive(k.manifest(1));
+      await condemn(t, 1);
+      editManifest(2, (m) => (m.view = 1))(t);
+      expect(await t.arrive(k.manifest(2))).toMatchObject({ outcome: 'committed', rp: 2 });
     });
 
     it('commits an RP whose view predates the condemnation (its lock kept the segment)', async () => {
