@@ -31,6 +31,18 @@ export default defineConfig({
       },
       {
         test: {
+          name: 'fuzz',
+          include: ['test/fuzz/**/*.test.ts'],
+          // FUZZ_RUNS mutated safes fed to five consumers in one file (npm run fuzz: 10000)
+          testTimeout: 900_000,
+          hookTimeout: 120_000,
+          // Node's own TypeScript loading: the product code runs at its native speed (the Vite
+          // module runner's import wrappers made every input about twice as slow)
+          experimental: { viteModuleRunner: false },
+        },
+      },
+      {
+        test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           // Each file starts its own moto server; two at a time on a 2-core machine.

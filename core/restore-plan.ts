@@ -9,7 +9,7 @@ import { forEachLimit } from './concurrency.ts';
 import type { Extent } from './format/block-map.ts';
 import type { SegmentEntry } from './format/segment.ts';
 import { segmentKey } from './keys.ts';
-import type { ResolvedDevice, SafeReader } from './safe-reader.ts';
+import { CorruptBlockError, type ResolvedDevice, type SafeReader } from './safe-reader.ts';
 
 export const PLAN_FORMAT = 'cdp-restore-plan';
 export const PLAN_VERSION = 1;
@@ -146,6 +146,19 @@ export async function planPage(
     const entries = await reader.segmentEntries(e.segment);
     let frame = e.frame;
     const endFrame = e.frame + e.count;
+    if (endFrame > entries.length) {
+      // a map that names frames the segment does not have (a damaged or forged map or footer)
+      throw new CorruptBlockError(
+        `frames ${e.frame}..${endFrame - 1} named by the block map, the segment has ${entries.length}`,
+        {
+          safe: reader.safe,
+          device: r.device,
+          rp: r.rp,
+          segment: e.segment,
+          block: e.first + Math.max(0, entries.length - e.frame),
+        },
+      );
+    }
     while (frame < endFrame) {
       const start = entries[frame]!.offset;
       const cur = open.get(e.segment);

@@ -79,6 +79,8 @@ export interface ChainLink {
   readonly refs: readonly BlockMapRef[];
   /** For parts: the block range [first, end) of each ref. */
   readonly ranges?: readonly (readonly [number, number])[];
+  /** The device as the RP's manifest or generation entry records it: every map must describe it. */
+  readonly device?: { readonly sizeBytes: number; readonly blockSize: number };
 }
 
 export class ExpiredRpError extends NotFoundError {}
@@ -91,6 +93,38 @@ export function formatChecked<T>(key: string, decode: () => T, context: Record<s
     if (e instanceof ManifestFormatError) throw new SafeFormatError(e.message, { key, ...context });
     throw e;
   }
+}
+
+/**
+ * The block maps a generation names for a device of a retained RP: each must be a block map of this
+ * safe, RP and device (an original map reused, or one a generation rebuilt for it).
+ */
+function generationMapRefs(
+  safe: string,
+  gen: number,
+  rp: number,
+  d: GenerationRp['devices'][number],
+): BlockMapRef[] {
+  const refs = d.parts ? d.parts.map((p) => p.blockMap) : [d.blockMap!];
+  for (const ref of refs) {
+    let ok = false;
+    try {
+      const k = parseKey(ref.key);
+      ok =
+        (k.kind === 'block-map' || k.kind === 'generation-map') &&
+        k.safe === safe &&
+        k.rp === rp &&
+        k.device === d.id;
+    } catch {
+      ok = false;
+    }
+    if (!ok)
+      throw new SafeFormatError(
+        `generation ${gen} names ${JSON.stringify(ref.key)} as a block map of device ${d.id} in RP ${rp}, which is not one`,
+        { rp, device: d.id },
+      );
+  }
+  return refs;
 }
 
 /**
@@ -233,6 +267,16 @@ export class SafeReader {
   /** The block map a link names (its parts concatenated), each object checked against its size and SHA-256. */
   async blockMap(link: ChainLink, device: string): Promise<BlockMap> {
     const maps = await Promise.all(link.refs.map((ref) => this.mapObject(link.rp, ref, device)));
+    if (link.device) {
+      const want = link.device;
+      maps.forEach((m, i) => {
+        if (m.deviceSize !== want.sizeBytes || m.blockSize !== want.blockSize)
+          throw new SafeFormatError(
+            `block map ${link.refs[i]!.key} describes ${m.deviceSize} bytes in ${m.blockSize}-byte blocks, RP ${link.rp} records device ${device} as ${want.sizeBytes} bytes in ${want.blockSize}-byte blocks`,
+            { key: link.refs[i]!.key, rp: link.rp, device },
+          );
+      });
+    }
     if (maps.length === 1) return maps[0]!;
     return {
       blockSize: maps[0]!.blockSize,
@@ -304,20 +348,44 @@ export class SafeReader {
     if (e) {
       const g = e.devices.find((x) => x.id === device);
       if (!g) return undefined;
-      const refs = g.parts ? g.parts.map((p) => p.blockMap) : [g.blockMap!];
+      const { gen } = await this.loadView();
+      const refs = generationMapRefs(this.safe, gen!.generation, rp, g);
       const ranges = g.parts?.map((p) => [p.first, p.end] as const);
-      return { link: { rp, full: g.full, refs, ranges }, parent: g.full ? null : e.parent };
+      const sizes = { sizeBytes: g.sizeBytes, blockSize: g.blockSize };
+      return { link: { rp, full: g.full, refs, ranges, device: sizes }, parent: g.full ? null : e.parent };
     }
     const m = await this.manifest(rp);
     const d = m.devices.find((x) => x.id === device);
     if (!d) return undefined;
-    const full = m.parent === null || d.full === true || !(await this.holds(m.parent, device));
-    return { link: { rp, full, refs: [manifestMapRef(this.safe, m, d)] }, parent: full ? null : m.parent };
+    // a full map does not need its parent (which may be unreadable); a delta does
+    const before =
+      m.parent === null
+        ? undefined
+        : d.full === true
+          ? await this.deviceAt(m.parent, device).catch(() => undefined)
+          : await this.deviceAt(m.parent, device);
+    // a device keeps its size and block size from its first backup on: a delta over another
+    // geometry would misplace its blocks (and a planner would split the device two ways)
+    if (before && (before.sizeBytes !== d.sizeBytes || before.blockSize !== d.blockSize))
+      throw new SafeFormatError(
+        `RP ${rp} records device ${device} as ${d.sizeBytes} bytes in ${d.blockSize}-byte blocks, its parent RP ${m.parent} as ${before.sizeBytes} bytes in ${before.blockSize}-byte blocks`,
+        { rp, device },
+      );
+    const full = m.parent === null || d.full === true || !before;
+    const sizes = { sizeBytes: d.sizeBytes, blockSize: d.blockSize };
+    return {
+      link: { rp, full, refs: [manifestMapRef(this.safe, m, d)], device: sizes },
+      parent: full ? null : m.parent,
+    };
   }
 
-  private async holds(rp: number, device: string): Promise<boolean> {
+  /** The device as RP `rp` records it (its generation entry or manifest), if the RP holds it. */
+  private async deviceAt(
+    rp: number,
+    device: string,
+  ): Promise<{ sizeBytes: number; blockSize: number } | undefined> {
     const e = await this.covered(rp);
-    return (e ? e.devices : (await this.manifest(rp)).devices).some((x) => x.id === device);
+    return (e ? e.devices : (await this.manifest(rp)).devices).find((x) => x.id === device);
   }
 
   /** The device's complete map at `rp`: the full map with every later delta laid over it. */

@@ -9,10 +9,10 @@
  * footer; only differing blocks are fetched, and blocks that must be zero are zeroed. So running
  * the same restore again resumes it.
  */
-import { constants, type FileHandle, open, rename, stat } from 'node:fs/promises';
+import { constants, type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
 import { openDirect } from '#adapters/direct-io.ts';
 import { forEachLimit, TaskLimiter } from '#core/concurrency.ts';
-import { NotFoundError } from '#core/errors.ts';
+import { CdpError, NotFoundError } from '#core/errors.ts';
 import type { SafeKeys } from '#core/format/crypto.ts';
 import { segmentKey } from '#core/keys.ts';
 import { type PlanRange, type RestorePlan, streamSpans } from '#core/restore-plan.ts';
@@ -81,6 +81,27 @@ interface ReadRange {
 /** Suffix of a new file while it is being restored; renamed to the target name when complete. */
 export const PARTIAL_SUFFIX = '.cdp-partial';
 
+/**
+ * Gives the target file the device's size. A filesystem whose largest file is smaller (EFBIG) is
+ * named, and a file this restore created for it is removed again.
+ */
+async function sizeTarget(fh: FileHandle, path: string, deviceSize: number, created: boolean): Promise<void> {
+  try {
+    await fh.truncate(deviceSize);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EFBIG' && code !== 'EINVAL') throw e;
+    await fh.close();
+    if (created) await unlink(path).catch(() => undefined);
+    throw new CdpError(
+      'E_USAGE',
+      `${path} cannot be made ${deviceSize} bytes, the size of the device (${code}: larger than its filesystem allows)`,
+      { path },
+      'restore onto a filesystem that allows files this large, or onto a block device',
+    );
+  }
+}
+
 async function openTarget(
   to: string,
   deviceSize: number,
@@ -94,11 +115,11 @@ async function openTarget(
     const partial = await stat(work).catch(() => undefined);
     if (partial?.isFile() && mode === 'auto') {
       const fh = await open(work, 'r+');
-      await fh.truncate(deviceSize);
+      await sizeTarget(fh, work, deviceSize, false);
       return { fh, delta: true, work };
     }
     const fh = await open(work, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o600);
-    await fh.truncate(deviceSize);
+    await sizeTarget(fh, work, deviceSize, true);
     return { fh, delta: false, work };
   }
   if (st.isBlockDevice()) {
@@ -109,7 +130,7 @@ async function openTarget(
   if (!st.isFile()) throw new Error(`${to} is neither a file nor a block device`);
   const fh = await open(to, 'r+');
   if (mode === 'never') await fh.truncate(0);
-  await fh.truncate(deviceSize);
+  await sizeTarget(fh, to, deviceSize, false);
   return { fh, delta: mode === 'auto', work: to };
 }
 

@@ -6,9 +6,18 @@
  * attempt left is garbage for the next generation (orphans.ts), except a complete attempt whose
  * commit is missing, which the next compaction commits (docs/FORMAT.md §9a.5).
  */
+import { createHash } from 'node:crypto';
 import { CdpError, NotFoundError } from '../errors.ts';
 import type { StoredPolicy } from '../format/generation.ts';
-import { decodeJournal, decodeRewritePlan, type Journal, type RewritePlan } from '../format/generation.ts';
+import {
+  decodeJournal,
+  decodeRewritePlan,
+  type Journal,
+  type RewritePlan,
+  type ShardMaps,
+  shardMapsSchema,
+} from '../format/generation.ts';
+import { decodeVersionedJson } from '../format/manifest.ts';
 import { attemptsPrefix, compactionWorkKey, generationWorkPrefix, journalKey, parseKey } from '../keys.ts';
 import type { LockTiming, SeenLock } from '../locks.ts';
 import type { ObjectStore } from '../ports/object-store.ts';
@@ -113,6 +122,35 @@ export async function readRewritePlan(
   return decodeRewritePlan(await store.get(key), key);
 }
 
+/**
+ * Whether every block map the shards' `maps-<i>` name is there with the size and SHA-256 they
+ * record: an attempt is committed again only as it was, never over a map lost or damaged since.
+ */
+async function mapsIntact(store: ObjectStore, shardMaps: readonly string[]): Promise<boolean> {
+  const checked = new Set<string>();
+  for (const mk of shardMaps) {
+    let entries: ShardMaps['maps'];
+    try {
+      entries = decodeVersionedJson(shardMapsSchema, await store.get(mk), mk, 'shard maps').maps;
+    } catch (e) {
+      if (e instanceof NotFoundError || e instanceof CdpError) return false;
+      throw e;
+    }
+    for (const m of entries) {
+      const ref = m.part ?? m.whole;
+      if (!ref || checked.has(ref.key)) continue;
+      checked.add(ref.key);
+      const body = await store.get(ref.key).catch((e: unknown) => {
+        if (e instanceof NotFoundError) return undefined;
+        throw e;
+      });
+      if (!body || body.length !== ref.bytes) return false;
+      if (createHash('sha256').update(body).digest('hex') !== ref.sha256) return false;
+    }
+  }
+  return true;
+}
+
 /** Whether every key exists. */
 export async function allPresent(store: ObjectStore, keys: readonly string[]): Promise<boolean> {
   for (const k of keys) if (!(await store.head(k))) return false;
@@ -163,13 +201,17 @@ export async function findCompleteAttempt(
   for (const key of journals) {
     const journal = await readJson(store, key, decodeJournal).catch(() => undefined);
     if (!journal?.attempt || (journal.previous ?? null) !== previous) continue;
+    // its retained RPs must chain as a generation's do (each over the one before): else it was altered
+    if (journal.kept.some((k, i) => k.parent !== (i > 0 ? journal.kept[i - 1]!.rp : null))) continue;
     if (journal.lock && others.some((o) => !o.stale && o.id === journal.lock)) continue;
     const plan = await readJson(store, workKey(safe, journal, 'rewrite'), decodeRewritePlan).catch(
       () => undefined,
     );
     if (!plan) continue;
     const maps = journal.shards.map((_, i) => workKey(safe, journal, `maps-${i}`));
-    if (!(await allPresent(store, [...maps, ...plan.outputs.map((o) => o.key)]))) continue;
+    const live = journal.shards.map((_, i) => workKey(safe, journal, `live-${i}`));
+    if (!(await allPresent(store, [...maps, ...live, ...plan.outputs.map((o) => o.key)]))) continue;
+    if (!(await mapsIntact(store, maps))) continue;
     return { journal, plan };
   }
   return undefined;

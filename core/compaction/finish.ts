@@ -5,9 +5,10 @@
  * the single switch readers see. The attempt commits only on the view it planned on.
  */
 
-import { ConflictError } from '../errors.ts';
+import { CdpError, ConflictError } from '../errors.ts';
 import { FORMAT_VERSION } from '../format/constants.ts';
 import {
+  decodeGeneration,
   type Generation,
   type GenerationRp,
   type Journal,
@@ -172,11 +173,22 @@ export async function finishCompaction(
   const garbage = new Map<string, Generation['garbage'][number]>();
   const revived: string[] = [];
   const deleted = new Set(journal.deleted);
+  // what the old view referenced: the maps and segments of its RPs up to this attempt's upTo (RPs
+  // committed after the old generation included, which may have taken up its garbage again)
+  const oldView = new Set<string>([...oldRefs, ...[...oldSegments].map((x) => segmentKey(safe, x))]);
+  for (const r of [...journal.kept, ...journal.expired.map((rp) => ({ rp }))])
+    oldView.add(manifestKey(safe, r.rp));
   for (const gb of old?.garbage ?? []) {
     if (deleted.has(gb.key)) continue;
     if (newRefs.has(gb.key)) {
       const k = parseKey(gb.key);
       if (k.kind === 'segment') revived.push(k.segment);
+      continue;
+    }
+    // garbage the old view used again (a backup took it up before it was condemned) and this view
+    // does not: condemned anew by this generation, so readers of the old view keep it
+    if (oldView.has(gb.key)) {
+      garbage.set(gb.key, { key: gb.key, since, generation: g });
       continue;
     }
     garbage.set(gb.key, { key: gb.key, since: gb.since, generation: condemnedIn(gb, old!) });
@@ -217,8 +229,22 @@ export async function finishCompaction(
       durationMs: Date.now() - Date.parse(journal.startedAt),
     },
   };
+  // what readers will refuse is never committed (an attempt's work objects altered since it wrote them)
+  const body = encodeJson(gen);
+  try {
+    decodeGeneration(body, generationKey(safe, g));
+  } catch (e) {
+    if (!(e instanceof CdpError)) throw e;
+    throw new CompactionError(
+      'E_SAFE_FORMAT',
+      `generation ${g} is not committed, it would be invalid: ${e.message}`,
+      {
+        safe,
+      },
+    );
+  }
   await lock.check();
-  if (!(await store.putIfAbsent(generationKey(safe, g), encodeJson(gen)))) {
+  if (!(await store.putIfAbsent(generationKey(safe, g), body))) {
     throw new ConflictError(`generation ${g}`, { safe });
   }
   s.log?.(

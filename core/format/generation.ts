@@ -5,6 +5,7 @@
  * manifests, whose parent chain joins the generation at `upTo` (always retained).
  */
 import { z } from 'zod';
+import { parseKey } from '../keys.ts';
 import { decodeVersionedJson, readableVersion } from './manifest.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
@@ -87,15 +88,90 @@ export const generationSchema = z.object({
     mapsWritten: count,
     segmentsRewritten: count,
     bytesRewritten: count,
-    durationMs: count,
+    /**
+     * Informational. A compaction finished by another host measures it from the journal's
+     * startedAt, by that host's clock: skewed clocks may make it negative, which is no reason to
+     * refuse the generation (and with it the whole safe).
+     */
+    durationMs: z.number().int(),
   }),
+});
+
+/**
+ * The kinds of object a compaction lists as garbage (core/compaction/orphans.ts): never safe.json,
+ * policy.json, a lock or a damage record, nor anything outside the layout or the safe.
+ */
+const GARBAGE_KINDS: ReadonlySet<string> = new Set([
+  'manifest',
+  'block-map',
+  'segment',
+  'generation',
+  'journal',
+  'generation-map',
+  'compaction-work',
+  'legacy-lease',
+]);
+
+/** Why `key` cannot be garbage of generation `g` of safe `safe`, or undefined when it can. */
+function notGarbage(key: string, safe: string, g: number): string | undefined {
+  let k: ReturnType<typeof parseKey>;
+  try {
+    k = parseKey(key);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (k.safe !== safe) return `${key} is an object of safe ${k.safe}`;
+  if (!GARBAGE_KINDS.has(k.kind)) return `${key} (${k.kind}) is never garbage`;
+  if (k.kind === 'generation' && k.generation >= g) return `${key} is not an older generation`;
+  return undefined;
+}
+
+/**
+ * What every generation a compaction commits holds (core/compaction/plan.ts retentionOf): its
+ * retained RPs ascending, each a delta over the one before it (the first over none), the newest
+ * being `upTo`; each device of one size and block size throughout; and garbage that only names
+ * objects a compaction condemns (GC deletes what it lists). A generation that breaks one was
+ * altered, and is refused whole rather than read as a view that expires or rebuilds RPs it never
+ * did.
+ */
+const checkedGenerationSchema = generationSchema.superRefine((gen, ctx) => {
+  const issue = (path: (string | number)[], message: string) =>
+    ctx.addIssue({ code: 'custom', path, message });
+  gen.rps.forEach((r, i) => {
+    const before = i > 0 ? gen.rps[i - 1]!.rp : null;
+    if (before !== null && r.rp <= before) issue(['rps', i, 'rp'], `RP ${r.rp} follows RP ${before}`);
+    if (r.parent !== before)
+      issue(
+        ['rps', i, 'parent'],
+        `RP ${r.rp} has parent ${r.parent}, the RP retained before it is ${before}`,
+      );
+  });
+  // a device keeps its size and block size from its first backup on
+  const geometry = new Map<string, { rp: number; sizeBytes: number; blockSize: number }>();
+  gen.rps.forEach((r, i) => {
+    r.devices.forEach((d, j) => {
+      const first = geometry.get(d.id);
+      if (!first) geometry.set(d.id, { rp: r.rp, sizeBytes: d.sizeBytes, blockSize: d.blockSize });
+      else if (first.sizeBytes !== d.sizeBytes || first.blockSize !== d.blockSize)
+        issue(
+          ['rps', i, 'devices', j],
+          `device ${d.id} is ${d.sizeBytes} bytes in ${d.blockSize}-byte blocks at RP ${r.rp}, ${first.sizeBytes} in ${first.blockSize} at RP ${first.rp}`,
+        );
+    });
+  });
+  const newest = gen.rps[gen.rps.length - 1]?.rp;
+  if (newest !== gen.upTo) issue(['upTo'], `upTo is ${gen.upTo}, the newest RP retained is ${newest}`);
+  gen.garbage.forEach((entry, i) => {
+    const why = notGarbage(entry.key, gen.safe, gen.generation);
+    if (why) issue(['garbage', i, 'key'], why);
+  });
 });
 
 export type Generation = z.infer<typeof generationSchema>;
 export type GenerationRp = Generation['rps'][number];
 
 export function decodeGeneration(buf: Uint8Array, where: string): Generation {
-  return decodeVersionedJson(generationSchema, buf, where, 'generation');
+  return decodeVersionedJson(checkedGenerationSchema, buf, where, 'generation');
 }
 
 export const policyFileSchema = retentionPolicySchema.extend({
@@ -123,7 +199,8 @@ export const journalSchema = z.object({
     .optional(),
   /** v2: the generation the attempt planned on (null: none); it commits only while that is the newest. */
   previous: z.number().int().positive().nullable().optional(),
-  startedAt: z.string(),
+  /** When the attempt began (a time: a finisher measures the compaction's duration from it). */
+  startedAt: z.string().refine((t) => !Number.isNaN(Date.parse(t)), 'not a time'),
   owner: z.string(),
   /** The plan's inputs, so the finalizer (maybe another invocation) plans the same again. */
   upTo: z.number().int().positive(),

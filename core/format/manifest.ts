@@ -4,6 +4,7 @@
  * its manifest exists.
  */
 import { z } from 'zod';
+import { CdpError } from '../errors.ts';
 import { READABLE_VERSIONS } from './constants.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
@@ -63,7 +64,16 @@ export const manifestSchema = z.object({
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestDevice = z.infer<typeof manifestDeviceSchema>;
 
-export class ManifestFormatError extends Error {}
+/**
+ * A JSON object of the format that does not decode (not JSON, another version, off-schema); the
+ * message names the object. A safe-format error wherever it surfaces (exit 4), also where no
+ * caller adds more context (policy.json, a compaction's work objects).
+ */
+export class ManifestFormatError extends CdpError {
+  constructor(message: string) {
+    super('E_SAFE_FORMAT', message);
+  }
+}
 
 /** Every JSON object of the format is written this way: one field per line, a final newline. */
 export function encodeJson(v: unknown): Buffer {

@@ -112,6 +112,34 @@ describe('compactSafe', () => {
   });
 });
 
+describe('compactSafe committing a lost generation again', () => {
+  it('commits a complete attempt only while every map it wrote is intact; otherwise compacts afresh', async () => {
+    const { h, expected, now } = await history(4, (img, i) => randomBytes(8 * BS).copy(img, i * 8 * BS));
+    const settings = {
+      policy: { last: 3, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] },
+      owner: 't',
+      now,
+      maxDeltas: 1,
+    };
+    const first = await compactSafe(h.store, h.safe, settings);
+    expect(first.generation).toBe(1);
+    expect(first.mapsWritten).toBeGreaterThan(0);
+    const all = await h.store.list(safePrefix(h.safe));
+    const genMaps = all.filter((o) => /\/gen\/0000000001\/[0-9a-f]{16}\/.*\.map$/.test(o.key));
+    expect(genMaps.length).toBeGreaterThan(0);
+    // the generation's commit is lost, and one of the maps its attempt wrote is damaged since
+    await h.store.delete(all.find((o) => o.key.endsWith('/gen/0000000001.json'))!.key);
+    const map = await h.store.get(genMaps[0]!.key);
+    map[map.length - 1]! ^= 0xff;
+    await h.store.put(genMaps[0]!.key, map);
+    const again = await compactSafe(h.store, h.safe, settings);
+    expect(again.notes.join('\n')).not.toMatch(/committing it from its work objects/);
+    expect(again.generation).toBe(1);
+    const reader = new SafeReader(h.store, h.safe);
+    for (const rp of [2, 3, 4]) expect(sha256(await reader.readImage(rp, 'd'))).toBe(expected[rp - 1]);
+  });
+});
+
 describe('compactSafe under crashes and concurrency', () => {
   const policy = { last: 2, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [3] };
 
@@ -195,7 +223,8 @@ describe('compactSafe under crashes and concurrency', () => {
     await h.backup({ devices: [{ path, id: 'd' }], blockSize: BS, segmentBytes: 1 << 20 });
     const plan = await selectRewrite(h.store, h.safe, journal);
     if (!plan) throw new Error('expected work');
-    for (let o = 0; o < plan.outputs.length; o++) await rewriteOutput(h.store, h.safe, plan, o);
+    for (let o = 0; o < plan.outputs.length; o++)
+      await rewriteOutput(h.store, h.safe, plan, o, journal.attempt!);
     for (let i = 0; i < journal.shards.length; i++) await shardMaps(h.store, h.safe, journal, plan, i);
     await finishCompaction(h.store, h.safe, journal, plan, lock, { now });
     await lock.release();

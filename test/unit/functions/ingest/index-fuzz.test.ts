@@ -14,6 +14,7 @@ import {
   type IndexOutcome,
   ParentPendingError,
 } from '../../../../functions/ingest/index-manifest.ts';
+import { type Json, paths, setAt } from '../../../fuzz/support/json-mutation.ts';
 import { MemoryCatalog } from '../../../support/fakes/memory-catalog.ts';
 import {
   copySafe,
@@ -30,29 +31,6 @@ beforeAll(async () => {
   fx = await makeRpFixture('fx');
 });
 afterAll(() => rmSync(fx.root, { recursive: true, force: true }));
-
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
-
-/** Every path to a value in a JSON document. */
-function paths(v: Json, at: (string | number)[] = []): (string | number)[][] {
-  const here = [at];
-  if (Array.isArray(v)) return here.concat(v.flatMap((x, i) => paths(x, [...at, i])));
-  if (v && typeof v === 'object')
-    return here.concat(Object.entries(v).flatMap(([key, x]) => paths(x, [...at, key])));
-  return here;
-}
-
-function setAt(doc: Json, path: (string | number)[], value: Json | undefined): Json {
-  if (path.length === 0) return value ?? null;
-  // biome-ignore lint/suspicious/noExplicitAny: walks an arbitrary JSON document
-  const parent = path.slice(0, -1).reduce<any>((o, p) => o[p], doc);
-  const last = path[path.length - 1]!;
-  if (value === undefined) {
-    if (Array.isArray(parent)) parent.splice(Number(last), 1);
-    else delete parent[last];
-  } else parent[last] = value;
-  return doc;
-}
 
 const anyValue: fc.Arbitrary<Json | undefined> = fc.oneof(
   fc.constant(undefined),
