@@ -2,7 +2,7 @@
  * Helpers for the trust scenarios (issue 15): each scenario drives the real `cdp-agent` CLI against
  * directory safes, as a user or a scheduler would, and checks every recovery point byte for byte.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,8 +27,15 @@ export function seededBytes(seed: number, length: number): Buffer {
   return out;
 }
 
+/** The seed of every image `fresh` draws in this file's run: SCENARIO_SEED replays one. */
+export const SCENARIO_SEED = Number(process.env.SCENARIO_SEED ?? randomBytes(4).readUInt32LE(0));
+console.log(`scenario images: SCENARIO_SEED=${SCENARIO_SEED}`);
+let drawn = 0;
+
+/** Incompressible bytes, the next draw from SCENARIO_SEED (an AES-256-CTR keystream). */
 export function fresh(length: number): Buffer {
-  return randomBytes(length);
+  const key = createHash('sha256').update(`scenario:${SCENARIO_SEED}:${drawn++}`).digest();
+  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(length));
 }
 
 /** The JSON a command printed on stdout (its last line), or undefined. */
