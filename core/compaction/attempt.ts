@@ -7,6 +7,7 @@
  * commit is missing, which the next compaction commits (docs/FORMAT.md §9a.5).
  */
 import { createHash } from 'node:crypto';
+import type { ZodType } from 'zod';
 import { CdpError, NotFoundError } from '../errors.ts';
 import type { StoredPolicy } from '../format/generation.ts';
 import {
@@ -15,6 +16,7 @@ import {
   type Journal,
   type RewritePlan,
   type ShardMaps,
+  shardLivenessSchema,
   shardMapsSchema,
 } from '../format/generation.ts';
 import { decodeVersionedJson } from '../format/manifest.ts';
@@ -151,6 +153,19 @@ async function mapsIntact(store: ObjectStore, shardMaps: readonly string[]): Pro
   return true;
 }
 
+/** Whether every object decodes by `schema` (work objects altered since they were written do not). */
+async function allDecode(store: ObjectStore, keys: readonly string[], schema: ZodType): Promise<boolean> {
+  for (const k of keys) {
+    try {
+      decodeVersionedJson(schema, await store.get(k), k, 'compaction work object');
+    } catch (e) {
+      if (e instanceof CdpError) return false;
+      throw e;
+    }
+  }
+  return true;
+}
+
 /** Whether every key exists. */
 export async function allPresent(store: ObjectStore, keys: readonly string[]): Promise<boolean> {
   for (const k of keys) if (!(await store.head(k))) return false;
@@ -212,6 +227,7 @@ export async function findCompleteAttempt(
     const live = journal.shards.map((_, i) => workKey(safe, journal, `live-${i}`));
     if (!(await allPresent(store, [...maps, ...live, ...plan.outputs.map((o) => o.key)]))) continue;
     if (!(await mapsIntact(store, maps))) continue;
+    if (!(await allDecode(store, live, shardLivenessSchema))) continue;
     return { journal, plan };
   }
   return undefined;

@@ -14,6 +14,7 @@ import type { Extent } from '../format/block-map.ts';
 import type { BlockMapRef, Generation, StoredPolicy } from '../format/generation.ts';
 import { planRetention } from '../retention.ts';
 import type { SafeReader } from '../safe-reader.ts';
+import { CompactionError } from './attempt.ts';
 import { apply, dataOnly, diff } from './extent-diff.ts';
 import { type FrameRanges, frameCount, type SparseSegment } from './rewrite-segments.ts';
 
@@ -81,7 +82,10 @@ export async function retentionOf(
   upTo?: number,
 ): Promise<RetentionView | undefined> {
   const old = await reader.generation();
-  const rps = (await reader.listRps()).filter((r) => upTo === undefined || r <= upTo);
+  // the RPs of the current view: what the generation retains (its entry describes it, even if its
+  // manifest was lost since) and the manifests after it
+  const listed = new Set([...(await reader.listRps()), ...(old?.rps ?? []).map((r) => r.rp)]);
+  const rps = [...listed].filter((r) => upTo === undefined || r <= upTo).sort((a, b) => a - b);
   if (rps.length === 0) return undefined;
   const oldEntries = new Map((old?.rps ?? []).map((r) => [r.rp, r]));
   const blocks = (d: { sizeBytes: number; blockSize: number }) => Math.ceil(d.sizeBytes / d.blockSize);
@@ -99,8 +103,20 @@ export async function retentionOf(
       rp,
       createdAt: m.createdAt,
       parent: m.parent,
+      standalone: m.devices.every((d) => d.full === true),
       devices: m.devices.map((d) => ({ id: d.id, blocks: blocks(d) })),
     };
+  });
+  // a delta over an RP the view lacks (its manifest lost) would be rebuilt over the RP before it,
+  // changing its data: refused, naming it
+  info.forEach((r, i) => {
+    const before = i > 0 ? info[i - 1]!.rp : null;
+    if (r.parent === before || r.parent === null || ('standalone' in r && r.standalone)) return;
+    throw new CompactionError(
+      'E_SAFE_FORMAT',
+      `RP ${r.rp} is a delta over RP ${r.parent}, which the safe does not have (its manifest rp/${String(r.parent).padStart(10, '0')}.json is missing): nothing is compacted, so that RP ${r.rp} keeps its data`,
+      { rp: r.rp },
+    );
   });
   const locked = new Set(policy.locked);
   const { last, hourly, daily, weekly, monthly } = policy;

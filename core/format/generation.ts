@@ -1,12 +1,12 @@
 /**
- * A compaction generation (docs/FORMAT.md §10): the committed view of every recovery point up to
+ * A compaction generation (docs/FORMAT.md §9a.3): the committed view of every recovery point up to
  * `upTo` after retention and compaction. Written once with putIfAbsent, never changed; the newest
  * generation wins. RPs ≤ upTo that it does not list are expired; RPs > upTo are read from their
  * manifests, whose parent chain joins the generation at `upTo` (always retained).
  */
 import { z } from 'zod';
 import { parseKey } from '../keys.ts';
-import { decodeVersionedJson, readableVersion } from './manifest.ts';
+import { decodeVersionedJson, readableVersion, timestamp } from './manifest.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const count = z.number().int().nonnegative();
@@ -31,7 +31,7 @@ export const generationSchema = z.object({
   safe: z.string(),
   generation: z.number().int().positive(),
   previous: z.number().int().positive().nullable(),
-  createdAt: z.string(),
+  createdAt: timestamp,
   /** The newest RP this generation covers; always retained. */
   upTo: z.number().int().positive(),
   /** The most deltas any retained RP's chain has below its full map (the bound). */
@@ -41,7 +41,7 @@ export const generationSchema = z.object({
   rps: z.array(
     z.object({
       rp: z.number().int().positive(),
-      createdAt: z.string(),
+      createdAt: timestamp,
       parent: z.number().int().positive().nullable(),
       devices: z.array(
         z
@@ -215,7 +215,7 @@ export const journalSchema = z.object({
   kept: z.array(
     z.object({
       rp: z.number().int().positive(),
-      createdAt: z.string(),
+      createdAt: timestamp,
       parent: z.number().int().positive().nullable(),
     }),
   ),
@@ -248,9 +248,9 @@ export function decodeRewritePlan(buf: Uint8Array, where: string): RewritePlan {
 
 /** A shard's liveness (`live-<i>.json`): frame ranges per segment, and what the old view referenced. */
 export const shardLivenessSchema = z.object({
-  segments: z.record(z.string(), z.array(z.tuple([count, z.number().int().positive()]))),
+  segments: z.record(hex64, z.array(z.tuple([count, z.number().int().positive()]))),
   oldRefs: z.array(z.string()),
-  oldSegments: z.array(z.string()),
+  oldSegments: z.array(hex64),
   /** Retained maps of the shard that cannot be reused as they are. */
   changes: count,
 });

@@ -9,6 +9,8 @@ import { READABLE_VERSIONS } from './constants.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const count = z.number().int().nonnegative();
+/** A date and time that parses (retention and the catalog order RPs by it). */
+export const timestamp = z.string().refine((s) => Number.isFinite(Date.parse(s)), 'not a date and time');
 
 /** The `version` of an object that exists since format v1 and is written as v2 now. */
 export const readableVersion = z.union([z.literal(1), z.literal(2)]);
@@ -42,7 +44,7 @@ export const manifestSchema = z.object({
   safe: z.string(),
   rp: z.number().int().positive(),
   parent: z.number().int().positive().nullable(),
-  createdAt: z.string(),
+  createdAt: timestamp,
   /**
    * v2: the compaction generation the writer's view was (docs/FORMAT.md §7a): it references nothing
    * that generation lists as garbage. 0 when the safe had no generation; absent in v1 manifests.
@@ -119,7 +121,7 @@ export const safeConfigSchema = z.object({
   format: z.literal('cdp-safe'),
   version: readableVersion,
   safe: z.string(),
-  createdAt: z.string(),
+  createdAt: timestamp,
   /** The agent that owns the safe; another agent refuses to write to it. */
   owner: z.string(),
   encryption: z

@@ -140,6 +140,45 @@ describe('compactSafe committing a lost generation again', () => {
   });
 });
 
+describe('compactSafe over lost manifests', () => {
+  const policyAll = { last: 100, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [] };
+
+  it('keeps an RP the generation retains whose manifest was lost since, and every RP after it exact', async () => {
+    const { h, expected, now } = await history(5, (img, i) => randomBytes(8 * BS).copy(img, i * 8 * BS));
+    const settings = { policy: { ...policyAll, last: 3 }, owner: 't', now, maxDeltas: 7 };
+    expect((await compactSafe(h.store, h.safe, settings)).kept).toEqual([3, 4, 5]);
+    const root = mkdtempSync(join(tmpdir(), 'cpt-more-'));
+    roots.push(root);
+    const img = Buffer.from(await new SafeReader(h.store, h.safe).readImage(5, 'd'));
+    randomBytes(8 * BS).copy(img, 40 * BS);
+    writeFileSync(join(root, 'd.img'), img);
+    await h.backup({
+      devices: [{ path: join(root, 'd.img'), id: 'd' }],
+      blockSize: BS,
+      segmentBytes: 1 << 20,
+    });
+    // RP 4's manifest is lost; the generation still describes it
+    const m4 = (await h.store.list(safePrefix(h.safe))).find((o) => o.key.endsWith('/rp/0000000004.json'))!;
+    await h.store.delete(m4.key);
+    await compactSafe(h.store, h.safe, { ...settings, policy: policyAll });
+    const reader = new SafeReader(h.store, h.safe);
+    for (const rp of [3, 4, 5]) expect(sha256(await reader.readImage(rp, 'd'))).toBe(expected[rp - 1]);
+    expect(sha256(await reader.readImage(6, 'd'))).toBe(sha256(img));
+  });
+
+  it('refuses, naming it, to rebuild a delta whose parent the safe lacks', async () => {
+    const { h, now } = await history(4, (img, i) => randomBytes(8 * BS).copy(img, i * 8 * BS));
+    const m3 = (await h.store.list(safePrefix(h.safe))).find((o) => o.key.endsWith('/rp/0000000003.json'))!;
+    await h.store.delete(m3.key);
+    const before = (await h.store.list(safePrefix(h.safe))).map((o) => o.key);
+    await expect(
+      compactSafe(h.store, h.safe, { policy: { ...policyAll, last: 1 }, owner: 't', now }),
+    ).rejects.toThrow(/RP 4 is a delta over RP 3, which the safe does not have/);
+    const after = new Set((await h.store.list(safePrefix(h.safe))).map((o) => o.key));
+    for (const k of before) expect(after.has(k), `${k} was deleted`).toBe(true);
+  });
+});
+
 describe('compactSafe under crashes and concurrency', () => {
   const policy = { last: 2, hourly: 0, daily: 0, weekly: 0, monthly: 0, locked: [3] };
 
