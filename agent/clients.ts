@@ -6,6 +6,7 @@
  */
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { Catalog } from '#core/ports/catalog.ts';
 
 export function makeS3Client(env: NodeJS.ProcessEnv = process.env): S3Client {
   const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
@@ -15,4 +16,14 @@ export function makeS3Client(env: NodeJS.ProcessEnv = process.env): S3Client {
     maxAttempts: 6,
     requestHandler: new NodeHttpHandler({ connectionTimeout: 10_000, requestTimeout: 120_000 }),
   });
+}
+
+/** The offsite catalog (`rpo`): DynamoDB with the same settings; the client is loaded only when asked for. */
+export async function openCatalog(table: string): Promise<Catalog> {
+  const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbCatalog }] = await Promise.all([
+    import('@aws-sdk/client-dynamodb'),
+    import('@aws-sdk/lib-dynamodb'),
+    import('#adapters/dynamodb-catalog.ts'),
+  ]);
+  return new DynamoDbCatalog(DynamoDBDocumentClient.from(new DynamoDBClient({ maxAttempts: 5 })), table);
 }

@@ -1,9 +1,10 @@
 /**
  * `cdp-agent rpo --safe s3://bucket/safes/<id> --target 15m --table <CatalogTableName>`: sets a
  * safe's RPO target in the offsite catalog (the RPO monitor alarms when the safe's lag passes it).
- * Needs dynamodb:UpdateItem on the catalog table; the DynamoDB client is loaded only here.
+ * Needs dynamodb:UpdateItem on the catalog table; the DynamoDB client is loaded only then (agent/clients.ts).
  */
 import { CdpError } from '#core/errors.ts';
+import { openCatalog } from '../clients.ts';
 import { parseDuration } from '../run/config.ts';
 import { openSafeLocation } from '../safe-location.ts';
 
@@ -23,15 +24,7 @@ export async function rpoCommand(o: {
   if (seconds < 60)
     throw new CdpError('E_USAGE', `--target ${o.target}: the monitor measures every minute; use 1m or more`);
   const { safe } = await openSafeLocation(o.safe);
-  const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbCatalog }] = await Promise.all([
-    import('@aws-sdk/client-dynamodb'),
-    import('@aws-sdk/lib-dynamodb'),
-    import('#adapters/dynamodb-catalog.ts'),
-  ]);
-  const catalog = new DynamoDbCatalog(
-    DynamoDBDocumentClient.from(new DynamoDBClient({ maxAttempts: 5 })),
-    table,
-  );
+  const catalog = await openCatalog(table);
   await catalog.setRpoTarget(safe, seconds, new Date().toISOString());
   const s = await catalog.getSafe(safe);
   if (o.json) console.log(JSON.stringify(s, null, 1));
