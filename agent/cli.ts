@@ -1,6 +1,6 @@
 /**
  * cdp-agent: block-level backup of devices into a Disk Safe (a directory or S3).
- * Exit codes: see agent/exit-codes.ts and docs/AGENT.md.
+ * Exit codes: see agent/exit-codes.ts and the table in README.md ("The agent").
  */
 import { Command, CommanderError } from 'commander';
 import { CdpError } from '#core/errors.ts';

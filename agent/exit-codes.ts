@@ -1,4 +1,4 @@
-/** Exit codes of cdp-agent (docs/AGENT.md). */
+/** Exit codes of cdp-agent (the table in README.md, "The agent"). */
 export const EXIT = {
   ok: 0,
   /** Anything unexpected (a bug, an I/O error the agent cannot classify). */

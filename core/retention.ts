@@ -1,5 +1,5 @@
 /**
- * Retention planning (issue 6; docs/FORMAT.md to follow with compaction): which recovery points a
+ * Retention planning (docs/FORMAT.md §9a.4): which recovery points a
  * policy keeps. Keep the newest `last` RPs, plus the newest RP of each of the newest `hourly`
  * hours, `daily` days, `weekly` ISO weeks and `monthly` months (GFS, UTC), plus every locked RP.
  * The newest RP is always kept. Pure: the caller merges the expired RPs (blocks still needed by a

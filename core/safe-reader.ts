@@ -179,7 +179,7 @@ export class SafeReader {
   }
 
   /**
-   * The newest committed compaction generation (docs/FORMAT.md §10), read once per reader: every
+   * The newest committed compaction generation (docs/FORMAT.md §9a.3), read once per reader: every
    * later call sees the same view, and everything it references outlives the grace period.
    */
   generation(): Promise<Generation | undefined> {

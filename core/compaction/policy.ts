@@ -1,5 +1,5 @@
 /**
- * Where a safe's retention policy lives: `policy.json` in the safe (docs/FORMAT.md §10.1), read by
+ * Where a safe's retention policy lives: `policy.json` in the safe (docs/FORMAT.md §9a.2), read by
  * `cdp-agent compact` onsite and by the compaction Lambda offsite. Without one, nothing expires:
  * compaction then only bounds restore chains and collects garbage.
  */
