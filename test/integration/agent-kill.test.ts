@@ -1,8 +1,9 @@
 /**
- * The real agent killed with SIGKILL at random moments: no partial RP ever becomes visible, and the
- * next run resumes, referencing the segments already durable instead of uploading them again.
+ * The real agent killed with SIGKILL early, mid-way and late in a backup: no partial RP ever
+ * becomes visible, and the next run resumes, referencing the segments already durable instead of
+ * uploading them again.
  */
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +20,14 @@ const MiB = 1024 * 1024;
 describe('cdp-agent backup killed with SIGKILL', () => {
   it('shows no partial RP and resumes without re-uploading durable segments', async () => {
     const root = mkdtempSync(join(tmpdir(), 'kill-'));
-    const img = Buffer.concat([randomBytes(40 * MiB), Buffer.alloc(8 * MiB)]);
+    const seed = Number(process.env.KILL_SEED ?? randomBytes(4).readUInt32LE(0));
+    console.log(`agent-kill: KILL_SEED=${seed}`);
+    const data = createCipheriv(
+      'aes-256-ctr',
+      createHash('sha256').update(String(seed)).digest(),
+      Buffer.alloc(16),
+    );
+    const img = Buffer.concat([data.update(Buffer.alloc(40 * MiB)), Buffer.alloc(8 * MiB)]);
     const dev = join(root, 'disk.img');
     writeFileSync(dev, img);
     const safeDir = join(root, 'safes', 'killed');
@@ -43,14 +51,16 @@ describe('cdp-agent backup killed with SIGKILL', () => {
     let kills = 0;
     let durable = 0;
     let done: Awaited<ReturnType<typeof agent>> | undefined;
-    for (const delayMs of [
-      500 + Math.random() * 300,
-      900 + Math.random() * 300,
-      1300 + Math.random() * 300,
-    ]) {
+    // killed once 1, then 4, then 8 more segments are durable: early, mid-way and late in the run,
+    // whatever the machine's speed (the store is watched, not the clock)
+    for (const more of [1, 4, 8]) {
       durable = await segBytes();
       const run = startAgent(args);
-      await sleep(delayMs);
+      let exited = false;
+      void run.done.then(() => {
+        exited = true;
+      });
+      while (!exited && (await segBytes()) < durable + more * 2 * MiB) await sleep(10);
       run.child.kill('SIGKILL');
       const r = await run.done;
       if (r.signal !== 'SIGKILL') {

@@ -50,6 +50,21 @@ async function send(url: string, bodies: string[]): Promise<void> {
   );
 }
 
+/**
+ * Waits until `url` has a message visible again (its visibility timeout ran out) or none at all
+ * (deleted, or moved to the DLQ): watching the queue rather than the clock; fails after 30 s.
+ */
+async function untilVisibleOrEmpty(url: string, visible = 1): Promise<void> {
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
+    const r = await cloud.clients.sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] }),
+    );
+    if (Number(r.Attributes!.ApproximateNumberOfMessages) >= visible || (await depth(url)) === 0) return;
+    await sleep(25);
+  }
+  throw new Error(`${url}: no message became visible again within 30 s`);
+}
+
 async function depth(url: string): Promise<number> {
   const r = await cloud.clients.sqs.send(
     new GetQueueAttributesCommand({
@@ -105,7 +120,7 @@ describe('QueuePoller', () => {
       throw new Error('boom');
     }).pollOnce(1);
     expect(thrown).toMatchObject({ received: 2, deleted: 0, error: 'boom' });
-    await sleep(1200);
+    await untilVisibleOrEmpty(q.url, 2);
     const invalid = await poller(q, async () => ({
       batchItemFailures: [{ itemIdentifier: 'not-in-batch' }],
     })).pollOnce(1);
@@ -123,7 +138,7 @@ describe('QueuePoller', () => {
     for (let i = 0; i < 4; i++) {
       const o = await p.pollOnce(1);
       receives.push(o.received);
-      await sleep(1200);
+      await untilVisibleOrEmpty(q.url);
     }
     expect(receives.reduce((a, b) => a + b, 0)).toBe(3);
     const dlq = await cloud.clients.sqs.send(

@@ -12,7 +12,7 @@ import { localPages } from '../../../agent/restore/plans.ts';
 import { PARTIAL_SUFFIX, runRestore } from '../../../agent/restore/run-restore.ts';
 import { countingStore, type SegmentSource, StoreSource } from '../../../agent/restore/segment-source.ts';
 import { type Fault, type RangeRequest, type RangeServer, rangeServer } from '../../support/range-server.ts';
-import { copySafe, DEVICE, makeRpFixture, type RpFixture } from '../../support/rp-fixture.ts';
+import { BS, copySafe, DEVICE, makeRpFixture, type RpFixture } from '../../support/rp-fixture.ts';
 
 let fx: RpFixture;
 const dirs: string[] = [];
@@ -124,13 +124,30 @@ describe('restore from presigned URLs, read by the workers', () => {
   });
 
   it('a delta restore over an older copy fetches only the differing blocks through the URLs', async () => {
+    const httpBytes = () => server!.requests.reduce((n, q) => n + q.last - q.first + 1, 0);
+    // a full restore of the RP, for comparison
+    const full = await served();
+    const f = await runRestore({ pages: full.pages(), source: full.source, to: join(full.dir, 'new.img') });
+    expect(f.delta).toBe(false);
+    const fullBytes = httpBytes();
+    await server!.close();
     const t = await served();
     writeFileSync(t.to, fx.images[0]);
     const r = await runRestore({ pages: t.pages(), source: t.source, to: t.to });
     expect(r.delta).toBe(true);
     expect(readFileSync(t.to).equals(fx.images[1])).toBe(true);
+    // exactly the stored blocks that differ from the older copy were fetched and written
+    const [older, wanted] = [fx.images[0]!, fx.images[1]!];
+    let differing = 0;
+    for (let o = 0; o < wanted.length; o += BS) {
+      const block = wanted.subarray(o, o + BS);
+      if (block.some((b) => b !== 0) && !block.equals(older.subarray(o, o + BS))) differing++;
+    }
+    expect(differing).toBeGreaterThan(0);
+    expect(r.dataBlocks - r.unchangedBlocks).toBe(differing);
     expect(r.unchangedBlocks).toBeGreaterThan(0);
     expect(server!.requests.length).toBeGreaterThan(0);
+    expect(httpBytes()).toBeLessThan(fullBytes);
   });
 
   it('a flipped byte is named: device, block, RP and segment', async () => {
