@@ -62,7 +62,7 @@ function files(dir: string): string[] {
 }
 
 /** Every module specifier a file imports, re-exports or requires (comments ignored). */
-export function imports(src: string): string[] {
+function imports(src: string): string[] {
   const code = src.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
   const patterns = [
     /(?:^|[;\s])(?:import|export)\s[^'";]*?\sfrom\s*['"]([^'"]+)['"]/g, // import x from, export … from
@@ -91,7 +91,7 @@ function verdict(root: string, layer: Layer, file: string, spec: string): string
   return `${layer}/ may not import the package ${spec}`;
 }
 
-export function violations(root: string): string[] {
+function violations(root: string): string[] {
   const out: string[] = [];
   for (const layer of LAYERS)
     for (const file of files(join(root, layer)))
