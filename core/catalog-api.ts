@@ -11,8 +11,9 @@
  */
 import { z } from 'zod';
 import { BadInputError } from './errors.ts';
+import { SAFE_ID } from './keys.ts';
 
-const safe = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const safe = z.string().regex(SAFE_ID);
 /** An RP number, `latest`, or an ISO-8601 time meaning the newest RP at or before it. */
 export const rpSelector = z.union([
   z.number().int().positive(),

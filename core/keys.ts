@@ -25,12 +25,13 @@ import { BadKeyError } from './errors.ts';
 /** Everything the agent uploads lives under this prefix; ingest listens on it. */
 export const SAFES_PREFIX = 'safes/';
 
-const SAFE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
-const DEVICE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const SEGMENT_ID = /^[0-9a-f]{64}$/;
+/** The ids of the layout: every schema and parser checks them with these (and nowhere else). */
+export const SAFE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const DEVICE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const SEGMENT_ID = /^[0-9a-f]{64}$/;
 /** A backup run's or a compaction attempt's id: 16 hex digits. */
-const RUN_ID = /^[0-9a-f]{16}$/;
-const LOCK_ID = /^[0-9a-f]{32}$/;
+export const RUN_ID = /^[0-9a-f]{16}$/;
+export const LOCK_ID = /^[0-9a-f]{32}$/;
 const RP_DIGITS = 10;
 export const MAX_RP = 10 ** RP_DIGITS - 1;
 

@@ -2,9 +2,10 @@
 import { z } from 'zod';
 import { rpSelector } from './catalog-api.ts';
 import { BadInputError } from './errors.ts';
+import { DEVICE_ID, SAFE_ID } from './keys.ts';
 
-const safe = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
-const device = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/);
+const safe = z.string().regex(SAFE_ID);
+const device = z.string().regex(DEVICE_ID);
 
 export const restoreRequestSchema = z.discriminatedUnion('action', [
   z.object({

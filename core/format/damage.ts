@@ -4,6 +4,7 @@
  * building on them, and never deduplicates against them.
  */
 import { z } from 'zod';
+import { SEGMENT_ID } from '../keys.ts';
 import { decodeVersionedJson, v2Version } from './manifest.ts';
 
 const count = z.number().int().nonnegative();
@@ -11,7 +12,7 @@ const count = z.number().int().nonnegative();
 export const damageRecordSchema = z.object({
   format: z.literal('cdp-damage'),
   version: v2Version,
-  segment: z.string().regex(/^[0-9a-f]{64}$/),
+  segment: z.string().regex(SEGMENT_ID),
   /** Frame ranges [first, count] of the segment found bad, with why. */
   frames: z
     .array(z.object({ first: count, count: z.number().int().positive(), reason: z.string().max(1024) }))

@@ -5,7 +5,7 @@
  * manifests, whose parent chain joins the generation at `upTo` (always retained).
  */
 import { z } from 'zod';
-import { parseKey } from '../keys.ts';
+import { DEVICE_ID, LOCK_ID, parseKey, RUN_ID } from '../keys.ts';
 import { decodeVersionedJson, readableVersion, timestamp } from './manifest.ts';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
@@ -46,7 +46,7 @@ export const generationSchema = z.object({
       devices: z.array(
         z
           .object({
-            id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+            id: z.string().regex(DEVICE_ID),
             sizeBytes: count,
             blockSize: count,
             full: z.boolean(),
@@ -189,14 +189,8 @@ export const journalSchema = z.object({
   version: readableVersion,
   generation: z.number().int().positive(),
   /** v2: this attempt's id (its objects live under gen/<g>/<attempt>/), and the lock it ran under. */
-  attempt: z
-    .string()
-    .regex(/^[0-9a-f]{16}$/)
-    .optional(),
-  lock: z
-    .string()
-    .regex(/^[0-9a-f]{32}$/)
-    .optional(),
+  attempt: z.string().regex(RUN_ID).optional(),
+  lock: z.string().regex(LOCK_ID).optional(),
   /** v2: the generation the attempt planned on (null: none); it commits only while that is the newest. */
   previous: z.number().int().positive().nullable().optional(),
   /** When the attempt began (a time: a finisher measures the compaction's duration from it). */

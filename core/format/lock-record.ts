@@ -5,6 +5,7 @@
  * store's modification time is its age), and deletes it when done.
  */
 import { z } from 'zod';
+import { LOCK_ID } from '../keys.ts';
 import { decodeVersionedJson, v2Version } from './manifest.ts';
 
 export const LOCK_KINDS = ['write', 'compact', 'read'] as const;
@@ -13,7 +14,7 @@ export type LockKind = (typeof LOCK_KINDS)[number];
 export const lockRecordSchema = z.object({
   format: z.literal('cdp-lock'),
   version: v2Version,
-  id: z.string().regex(/^[0-9a-f]{32}$/),
+  id: z.string().regex(LOCK_ID),
   /** write: adds RPs (backup, replicate into); compact: compaction and GC; read: restore, verify, replicate from. */
   kind: z.enum(LOCK_KINDS),
   /** What the holder does (backup, replicate, compact, restore, verify). */

@@ -5,9 +5,10 @@
  */
 import { z } from 'zod';
 import { CdpError } from '../errors.ts';
+import { DEVICE_ID, RUN_ID } from '../keys.ts';
 import { READABLE_VERSIONS } from './constants.ts';
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/); // a SHA-256 or a segment id
 const count = z.number().int().nonnegative();
 /** A date and time that parses (retention and the catalog order RPs by it). */
 export const timestamp = z.string().refine((s) => Number.isFinite(Date.parse(s)), 'not a date and time');
@@ -18,7 +19,7 @@ export const readableVersion = z.union([z.literal(1), z.literal(2)]);
 export const v2Version = z.literal(2);
 
 export const manifestDeviceSchema = z.object({
-  id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+  id: z.string().regex(DEVICE_ID),
   /** The path the agent read (informational; restores take the id). */
   source: z.string(),
   sizeBytes: count,
@@ -51,10 +52,7 @@ export const manifestSchema = z.object({
    */
   view: count.optional(),
   /** v2: the backup run that wrote this RP (its block maps are under map/<rp>/<run>/). */
-  run: z
-    .string()
-    .regex(/^[0-9a-f]{16}$/)
-    .optional(),
+  run: z.string().regex(RUN_ID).optional(),
   agent: z.object({ id: z.string(), version: z.string(), host: z.string() }),
   encrypted: z.boolean(),
   devices: z.array(manifestDeviceSchema).min(1),

@@ -17,6 +17,7 @@ import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
 import { S3ObjectStore } from '#adapters/s3-store.ts';
 import { BadInputError } from '#core/errors.ts';
 import { retentionPolicySchema } from '#core/format/generation.ts';
+import { RUN_ID, SAFE_ID } from '#core/keys.ts';
 import { makeDocumentClient, makeS3Client, makeSqsClient } from '../commons/clients.ts';
 import { requireEnv } from '../commons/env.ts';
 import { logger, metrics } from '../commons/powertools.ts';
@@ -42,9 +43,9 @@ const deps = {
   log: (msg: string) => logger.info(msg),
 };
 
-const safeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+const safeId = z.string().regex(SAFE_ID);
 const generation = z.number().int().positive();
-const attempt = z.string().regex(/^[0-9a-f]{16}$/);
+const attempt = z.string().regex(RUN_ID);
 const index = z.number().int().nonnegative();
 const taskSchema = z.discriminatedUnion('action', [
   z.object({ action: z.literal('compact'), safe: safeId }),
