@@ -24,7 +24,8 @@ export interface LocalFunctions {
   /** Invokes each scheduled function at its rate (a Scheduled Event), until close. */
   runSchedules(onResult?: (fn: string, result: unknown) => void): void;
   /** Polls every mapping until no queue has a visible message; returns the batches processed. */
-  drain(maxRounds?: number): Promise<BatchOutcome[]>;
+  /** Polls every queue until a round receives nothing; the first round long-polls `waitSeconds`. */
+  drain(maxRounds?: number, waitSeconds?: number): Promise<BatchOutcome[]>;
   close(): Promise<void>;
 }
 
@@ -105,10 +106,11 @@ export async function startLocalFunctions(
       servers.push(s);
       return s;
     },
-    async drain(maxRounds = 100) {
+    async drain(maxRounds = 100, waitSeconds = 0) {
       const out: BatchOutcome[] = [];
       for (let round = 0; round < maxRounds; round++) {
-        const batch = await Promise.all(pollers.map((p) => p.pollOnce(0)));
+        // the first round may long-poll: it returns as soon as a message arrives
+        const batch = await Promise.all(pollers.map((p) => p.pollOnce(round === 0 ? waitSeconds : 0)));
         const busy = batch.filter((b) => b.received > 0);
         out.push(...busy);
         if (busy.length === 0) return out;

@@ -8,7 +8,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ListObjectVersionsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { GetQueueAttributesCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoDbCatalog } from '#adapters/dynamodb-catalog.ts';
@@ -21,21 +21,6 @@ import { makeRpFixture, type RpFixture } from '../support/rp-fixture.ts';
 const cloud = useLocalCloud();
 let d: Deployment;
 
-/**
- * Waits until the ingest queue holds at least `n` visible messages (the events of objects just
- * put have been delivered), watching the queue rather than the clock; fails after 30 s.
- */
-async function queued(n: number): Promise<void> {
-  const QueueUrl = d.outputs[OUTPUTS.queueUrl]!;
-  for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
-    const a = await cloud.clients.sqs.send(
-      new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages'] }),
-    );
-    if (Number(a.Attributes?.ApproximateNumberOfMessages ?? 0) >= n) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`the ingest queue did not reach ${n} messages within 30 s`);
-}
 let fns: LocalFunctions;
 let catalog: DynamoDbCatalog;
 let bucket: string;
@@ -137,14 +122,8 @@ describe('index function under the local runner', () => {
     expect(first.reduce((a, b) => a + b.retried, 0)).toBe(1);
     expect(await catalog.getRp('late-parent', 2)).toMatchObject({ state: 'waiting' });
     await put(manifestKey('late-parent', 1), fileOf(fx, manifestKey('late-parent', 1)));
-    // drained until the parent's event has come through (watching the catalog, not the clock)
-    const states = async () => (await catalog.listRps('late-parent')).map((r) => r.state);
-    for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
-      await fns.drain();
-      if ((await catalog.getRp('late-parent', 1)) !== undefined) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    expect(await states()).toEqual(['committed', 'committed']);
+    await fns.drain(100, 5); // long-polls until the parent's event arrives
+    expect((await catalog.listRps('late-parent')).map((r) => r.state)).toEqual(['committed', 'committed']);
   });
 
   const cases: [
@@ -237,8 +216,7 @@ describe('index function under the local runner', () => {
       new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: '{"not":"an event"}' }),
     );
     await put('safes/good/safe.json', fileOf(fixtures.get('good')!, 'safes/good/safe.json'));
-    await queued(2);
-    const [batch] = await fns.drain();
+    const [batch] = await fns.drain(100, 5); // long-polls until the messages arrive
     expect(batch).toMatchObject({ received: 2, deleted: 1, retried: 1 });
   });
 });
