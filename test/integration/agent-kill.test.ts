@@ -4,10 +4,9 @@
  * uploading them again.
  */
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '#adapters/fs-store.ts';
 import { safePrefix } from '#core/keys.ts';
@@ -48,6 +47,21 @@ describe('cdp-agent backup killed with SIGKILL', () => {
     const store = new FsObjectStore(safeDir, 'killed');
     const segBytes = async () =>
       (await store.list(`${safePrefix('killed')}seg/`)).reduce((a, o) => a + o.size, 0);
+    mkdirSync(safeDir, { recursive: true });
+    /** Resolves once the safe's segments hold `bytes` (woken by the file system's events) or the run ended. */
+    const durableReaches = (bytes: number, ended: Promise<unknown>) =>
+      new Promise<void>((resolve) => {
+        const watcher = watch(safeDir, { recursive: true }, () => void check());
+        const done = () => {
+          watcher.close();
+          resolve();
+        };
+        const check = async () => {
+          if ((await segBytes()) >= bytes) done();
+        };
+        void ended.then(done);
+        void check();
+      });
     let kills = 0;
     let durable = 0;
     let done: Awaited<ReturnType<typeof agent>> | undefined;
@@ -56,11 +70,7 @@ describe('cdp-agent backup killed with SIGKILL', () => {
     for (const more of [1, 4, 8]) {
       durable = await segBytes();
       const run = startAgent(args);
-      let exited = false;
-      void run.done.then(() => {
-        exited = true;
-      });
-      while (!exited && (await segBytes()) < durable + more * 2 * MiB) await sleep(10);
+      await durableReaches(durable + more * 2 * MiB, run.done);
       run.child.kill('SIGKILL');
       const r = await run.done;
       if (r.signal !== 'SIGKILL') {
