@@ -15,6 +15,7 @@
  * behind the bucket while a compaction merges RPs away, and an upload event delivered twice.
  */
 import { createCipheriv, createHash, randomInt } from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,6 +94,8 @@ interface Agent {
   readonly backupMs: number[];
 }
 
+/** Emits 'round' each time the test's loop has drained the queues. */
+const drained = new EventEmitter();
 let d: Deployment;
 let fns: LocalFunctions;
 let invoke: InvokeServer;
@@ -245,7 +248,7 @@ async function waitForGeneration(a: Agent): Promise<boolean> {
   while (performance.now() < by) {
     a.generationSeen = (await catalog.getSafe(a.id))?.generation ?? 0;
     if (a.generationSeen > 0) return true;
-    await new Promise((r) => setTimeout(r, 250));
+    await once(drained, 'round'); // the queues were drained again: the catalog may have moved
   }
   return false;
 }
@@ -360,6 +363,7 @@ describe('many writers', () => {
     let lastRound = Number.NEGATIVE_INFINITY;
     let lastMonitor = Number.NEGATIVE_INFINITY;
     let loopError: unknown;
+    let idle = false;
     try {
       while (running) {
         if (performance.now() - lastMonitor >= MONITOR_EVERY_MS) {
@@ -377,10 +381,11 @@ describe('many writers', () => {
             stats.compactionRounds++;
           }
         }
-        const b = await fns.drain(3);
+        // idle last time: long-poll until the agents' uploads send something
+        const b = await fns.drain(3, idle ? 1 : 0);
+        idle = b.length === 0;
         batches.push(...b);
-        // nothing to do: poll again shortly (the agents' uploads are what we wait for)
-        if (b.length === 0 && running) await new Promise((r) => setTimeout(r, 250));
+        drained.emit('round');
       }
     } catch (e) {
       loopError = e;
