@@ -8,27 +8,16 @@
  * Only keys of the layout's own kinds are considered: safe.json, policy.json, locks, damage records
  * and anything that does not parse are never garbage.
  */
-import type { Generation } from '../format/generation.ts';
+import { GARBAGE_KINDS, type Generation } from '../format/generation.ts';
 import { parseKey, safePrefix } from '../keys.ts';
 import type { ObjectStore } from '../ports/object-store.ts';
-
-const COLLECTABLE = new Set([
-  'manifest',
-  'block-map',
-  'segment',
-  'generation',
-  'journal',
-  'generation-map',
-  'compaction-work',
-  'legacy-lease',
-]);
 
 /** Every collectable key of the safe, as listed now (list before computing references). */
 export async function collectableKeys(store: ObjectStore, safe: string): Promise<string[]> {
   const out: string[] = [];
   for (const o of await store.list(safePrefix(safe))) {
     try {
-      if (COLLECTABLE.has(parseKey(o.key).kind)) out.push(o.key);
+      if (GARBAGE_KINDS.has(parseKey(o.key).kind)) out.push(o.key);
     } catch {
       /* not ours: never touched */
     }

@@ -101,7 +101,7 @@ export const generationSchema = z.object({
  * The kinds of object a compaction lists as garbage (core/compaction/orphans.ts): never safe.json,
  * policy.json, a lock or a damage record, nor anything outside the layout or the safe.
  */
-const GARBAGE_KINDS: ReadonlySet<string> = new Set([
+export const GARBAGE_KINDS: ReadonlySet<string> = new Set([
   'manifest',
   'block-map',
   'segment',
